@@ -1,0 +1,69 @@
+/* relay.h — the data path of one connected TCP socket.
+ *
+ * The client never holds the network socket. For each connection the daemon
+ * creates two pipes and relays between them and the real socket with
+ * splice(2), zero-copy:
+ *
+ *   download: socket --splice--> [pipe D] --read(2) by client-- client_input
+ *   upload:   client_output --write(2) by client--> [pipe U] --splice--> socket
+ *
+ * A pipe per direction (rather than one socketpair for both) makes each
+ * direction a single splice call and makes "close this descriptor" mean
+ * exactly "drop this WASI stream". Memory per connection is the relay struct
+ * and its poll handles; the bytes in flight are bounded by the pipes'
+ * kernel capacity (back-pressure: the relay stops reading the socket while
+ * pipe D is full, and the client's writes block/EAGAIN while pipe U is full).
+ *
+ * Trust: everything arriving on the pipes comes from the (untrusted) client
+ * process; the relay only moves bytes and never interprets them.
+ * Requires SIGPIPE to be ignored in the daemon (EPIPE is handled).
+ */
+#ifndef WASOCKD_RELAY_H
+#define WASOCKD_RELAY_H
+
+#include <uv.h>
+
+typedef struct relay relay;
+
+/* Why a direction ended, reported once per direction. err is 0 for an orderly
+ * end (peer FIN, client closed its output stream, shutdown requested), or a
+ * negative errno (-ECONNRESET, -ETIMEDOUT, -EPIPE, ...) when the connection
+ * failed. `download` is true for the socket->client direction. */
+typedef void (*relay_end_cb)(void *data, bool download, int err);
+
+/* Starts relaying for the connected socket `sock`.
+ * - sock is borrowed: the caller keeps owning it until relay_drop(); it must
+ *   be non-blocking, and the caller must not have an active uv_poll on it
+ *   (libuv allows one per descriptor; the relay polls it from now on).
+ * - On success returns 0, *out is the new relay (owned by the caller, ended
+ *   with relay_drop), and *client_input / *client_output are the client's
+ *   ends of pipe D (read end) and pipe U (write end): owned by the caller, who
+ *   sends them to the client with SCM_RIGHTS and then closes its copies.
+ *   They are O_NONBLOCK and O_CLOEXEC.
+ * - On failure returns a negative errno and has created or kept nothing.
+ * end_cb may be NULL. */
+int relay_new(uv_loop_t *loop, int sock, relay_end_cb end_cb, void *cb_data, relay **out,
+              int *client_input, int *client_output);
+
+/* WASI shutdown(receive): stop reading the socket, shutdown(SHUT_RD) it, and
+ * close pipe D's write end, discarding nothing the client cannot already see
+ * (the client library discards its side). Idempotent. */
+void relay_shutdown_receive(relay *r);
+
+/* WASI shutdown(send): forward every byte the client wrote to pipe U before
+ * this call (the bytes in the pipe now), then shutdown(SHUT_WR) the socket
+ * and stop reading pipe U. Later client writes are not forwarded. Idempotent. */
+void relay_shutdown_send(relay *r);
+
+/* Drops the connection: the relay takes ownership of `sock` (from
+ * relay_new), stops the download direction, forwards the bytes already in
+ * pipe U (at most RELAY_LINGER_MS, see relay.c), then closes the socket and
+ * every pipe end it holds and frees itself. end_cb is not called after this.
+ * The caller must not touch r or sock afterwards. */
+void relay_drop(relay *r);
+
+/* Number of relays alive (dropped ones still lingering included): for
+ * metrics and leak tests. */
+unsigned relay_count(void);
+
+#endif
