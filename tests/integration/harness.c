@@ -330,6 +330,7 @@ void itest_daemon_discard(itest_daemon *d) {
 
 void itest_daemon_stop(itest_daemon *d) {
     if (d->pid <= 0) {
+        itest_daemon_discard(d); /* killed or never started: only files are left */
         return;
     }
     int status = 0;
