@@ -10,7 +10,9 @@
  * that let one through would kill the test.
  */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -382,12 +384,21 @@ static int warm_baseline(itest_daemon *d) {
     return itest_daemon_settled_fd_count(d);
 }
 
+/* True once nothing listens on loopback:port any more. The probe sets
+ * SO_REUSEADDR, so the TIME_WAIT and lingering connections that used the
+ * port do not count; only a socket still listening there blocks it. */
 static bool port_free_within(uint16_t port, int timeout_ms) {
     int64_t deadline = itest_now_ms() + timeout_ms;
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     for (;;) {
-        int fd = itest_plain_listen_at(WASOCK_IPV4, NULL, port);
-        if (fd >= 0) {
-            close(fd);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(fd, 0);
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        int rc = bind(fd, (struct sockaddr *)&sin, sizeof sin);
+        close(fd);
+        if (rc == 0) {
             return true;
         }
         if (itest_now_ms() >= deadline) {

@@ -15,6 +15,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* Pause before trying again to connect to a daemon whose accept queue is
+ * full. */
+#define RAW_CONNECT_RETRY_US 1000
+
 void itest_raw_open(itest_raw *r, const itest_daemon *d) {
     memset(r, 0, sizeof *r);
     r->next_id = 1;
@@ -24,9 +28,15 @@ void itest_raw_open(itest_raw *r, const itest_daemon *d) {
     size_t len = strlen(d->socket_path);
     ck_assert(len < sizeof sun.sun_path);
     memcpy(sun.sun_path, d->socket_path, len + 1);
-    /* A local stream socket connects at once or fails (EAGAIN only when
-     * the daemon's backlog is full, which no test provokes). */
-    int rc = connect(r->fd, (struct sockaddr *)&sun, sizeof sun);
+    /* A local stream socket connects at once, or says EAGAIN while the
+     * daemon's accept queue is full (a burst of connections): retry then,
+     * within the bound, as any client would. */
+    int64_t deadline = itest_now_ms() + ITEST_WAIT_MS;
+    int rc;
+    while ((rc = connect(r->fd, (struct sockaddr *)&sun, sizeof sun)) != 0 &&
+           (errno == EAGAIN || errno == EINTR) && itest_now_ms() < deadline) {
+        usleep(RAW_CONNECT_RETRY_US);
+    }
     ck_assert_msg(rc == 0, "connect %s: %s", d->socket_path, strerror(errno));
 }
 
