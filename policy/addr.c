@@ -318,7 +318,7 @@ int policy_endpoint_format(const policy_endpoint *ep, bool with_port, char *buf,
     return snprintf(buf, len, "%s:%u", ip, ep->port);
 }
 
-/* ---- Prefix tables ------------------------------------------------------ */
+/* ---- Prefix tables ---- */
 
 static int prefix_entry_compare(const void *a, const void *b) {
     const pol_prefix_entry *x = a, *y = b;
@@ -395,7 +395,7 @@ bool pol_prefix_table_contains(const pol_prefix_table *t, uint8_t family, const 
     return false;
 }
 
-/* ---- Built-in sets ------------------------------------------------------ */
+/* ---- Built-in sets ---- */
 
 static const char *const set_any[] = {"0.0.0.0/0", "::/0", NULL};
 static const char *const set_loopback[] = {"127.0.0.0/8", "::1/128", NULL};

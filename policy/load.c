@@ -87,7 +87,7 @@ typedef struct load_ctx {
     size_t total_rules;
 } load_ctx;
 
-/* ---- Small helpers ------------------------------------------------------ */
+/* ---- Small helpers ---- */
 
 static void *ctx_alloc(load_ctx *c, size_t size) {
     void *p = pol_arena_alloc(c->arena, size);
@@ -470,7 +470,7 @@ static void check_duplicate_ids(load_ctx *c) {
     }
 }
 
-/* ---- Operation names ------------------------------------------------------ */
+/* ---- Operation names ---- */
 
 static const char *const op_names[POLICY_OP_COUNT] = {
     [POLICY_OP_LOOKUP] = "lookup",           [POLICY_OP_TCP_BIND] = "tcp.bind",
@@ -563,7 +563,7 @@ static void describe_ops(unsigned ops, char *buf, size_t len) {
     }
 }
 
-/* ---- Error names ---------------------------------------------------------- */
+/* ---- Error names ---- */
 
 static const struct {
     const char *name;
@@ -579,7 +579,7 @@ static const struct {
      OP_BIT(POLICY_OP_TCP_CONNECT) | OP_BIT(POLICY_OP_UDP_CONNECT) | OP_BIT(POLICY_OP_UDP_SEND)},
 };
 
-/* ---- Address lists and sets ---------------------------------------------- */
+/* ---- Address lists and sets ---- */
 
 typedef struct entry_vec {
     pol_prefix_entry *items; /* malloc'd */
@@ -838,7 +838,7 @@ static bool load_address_list(load_ctx *c, const ynode *list, const char *what,
     return ok;
 }
 
-/* ---- Ports, hosts --------------------------------------------------------- */
+/* ---- Ports, hosts ---- */
 
 static bool load_port_list(load_ctx *c, const ynode *list, const char *what, bool local,
                            pol_port_list *out) {
@@ -972,7 +972,7 @@ static bool load_host_pattern(load_ctx *c, const ynode *n, pol_host_pattern *out
     return true;
 }
 
-/* ---- Prompt settings ------------------------------------------------------- */
+/* ---- Prompt settings ---- */
 
 static const char *const allow_deny[] = {"deny", "allow", NULL};
 
@@ -1098,7 +1098,7 @@ static void load_prompt(load_ctx *c, const ynode *map, bool is_default,
     }
 }
 
-/* ---- Settings sections ----------------------------------------------------- */
+/* ---- Settings sections ---- */
 
 static void load_defaults(load_ctx *c, const ynode *map) {
     static const char *const keys[] = {"action", "implicit_bind", "errors", "prompt"};
@@ -1247,7 +1247,7 @@ static void load_reload(load_ctx *c, const ynode *map) {
         s->reload.keep_answers_if_rule_exists = choice == 0;
 }
 
-/* ---- Tenant names, agents ------------------------------------------------ */
+/* ---- Tenant names, agents ---- */
 
 long pol_tenant_find(const policy *p, const char *name) {
     size_t lo = 0, hi = p->tenant_count;
@@ -1376,7 +1376,7 @@ static void load_agents(load_ctx *c, const ynode *list) {
     }
 }
 
-/* ---- Rules and guards ------------------------------------------------------ */
+/* ---- Rules and guards ---- */
 
 enum {
     RK_ID,
@@ -1735,6 +1735,13 @@ static pol_rule *load_rule(load_ctx *c, const ynode *node, bool guard, const cha
         }
     }
 
+    /* The implicit bind of a connect shorthand is an allowance ("the
+     * ephemeral case is allowed automatically"): a guard, a deny or prompt
+     * rule, or a shadow rule naming tcp.client must not catch every
+     * implicit bind, whatever its remote. */
+    if (guard || r->action != POLICY_ALLOW || r->shadow)
+        r->implicit_ops = 0;
+
     /* Cross-key checks. */
     const ynode *ops_node = v[RK_OPS] ? v[RK_OPS] : node;
     unsigned all_ops = explicit_ops | shorthand_ops;
@@ -1839,7 +1846,7 @@ static named_template *find_template(load_ctx *c, const char *name) {
     return NULL;
 }
 
-/* ---- Tenants --------------------------------------------------------------- */
+/* ---- Tenants ---- */
 
 static bool parse_count_with_suffix(const char *s, size_t len, uint64_t *out) {
     static const struct {
@@ -2033,7 +2040,7 @@ static void load_tenant(load_ctx *c, pol_tenant *t, const ynode *map) {
         t->rules.rules[t->rules.count++] = own[i];
 }
 
-/* ---- The whole file ---------------------------------------------------------- */
+/* ---- The whole file ---- */
 
 enum {
     TK_VERSION,

@@ -247,7 +247,7 @@ static bool rule_matches(const pol_rule *r, const norm_request *q, char *why, si
     return false;
 }
 
-/* ---- Candidate runs ---------------------------------------------------------- */
+/* ---- Candidate runs ---- */
 
 typedef struct run {
     const unsigned char *base;
@@ -394,7 +394,7 @@ static long cursor_next(cursor *c) {
     }
 }
 
-/* ---- Evaluation ----------------------------------------------------------------- */
+/* ---- Evaluation ---- */
 
 typedef struct eval {
     const policy *p;

@@ -12,7 +12,7 @@
 
 #include "policy.h"
 
-/* ---- Limits ------------------------------------------------------------ */
+/* ---- Limits ---- */
 
 /* Largest policy file we read. A file with 10,000 rules is about 1.5 MB;
  * 8 MiB leaves room for comments and big address sets while keeping the
@@ -89,7 +89,7 @@ char *pol_arena_printf(pol_arena *a, const char *fmt, ...) __attribute__((format
 /* Frees every chunk; the arena is empty and reusable afterwards. */
 void pol_arena_release(pol_arena *a);
 
-/* ---- Diagnostics ------------------------------------------------------ */
+/* ---- Diagnostics ---- */
 
 typedef struct pol_diag_entry {
     unsigned line, column;
@@ -119,7 +119,7 @@ void pol_diag_release(pol_diag *d);
  * and non-ASCII bytes so a message never carries terminal escapes. */
 void pol_quote(const char *s, size_t len, char *out, size_t out_len);
 
-/* ---- YAML tree --------------------------------------------------------- */
+/* ---- YAML tree ---- */
 
 typedef enum ynode_kind { YNODE_SCALAR, YNODE_SEQUENCE, YNODE_MAPPING } ynode_kind;
 
@@ -137,7 +137,7 @@ typedef struct ynode {
  * empty document), or -EINVAL after reporting to `diag`, or -ENOMEM. */
 int pol_yaml_parse(const char *text, size_t len, pol_arena *arena, pol_diag *diag, ynode **root);
 
-/* ---- Addresses ---------------------------------------------------------- */
+/* ---- Addresses ---- */
 
 /* A prefix: IPv4 in addr[0..3] with family 4, IPv6 with family 6. */
 typedef struct pol_prefix {
@@ -204,7 +204,7 @@ const pol_builtin_set *pol_builtin_set_at(size_t i);
  * or 0 for a name that is not valid. */
 size_t pol_host_normalise(char *name, size_t len);
 
-/* ---- Compiled policy -------------------------------------------------- */
+/* ---- Compiled policy ---- */
 
 /* Constraint keys a rule may carry (bit set). */
 enum {

@@ -196,7 +196,7 @@ policy_limits policy_tenant_limits(const policy *p, const char *tenant);
  * Never fails: anything it cannot match is decided by the defaults. */
 void policy_decide(const policy *p, const policy_request *req, policy_verdict *out);
 
-/* ---- Extensions ------------------------------------------------------- */
+/* ---- Extensions ---- */
 
 /* Remembered prompt answers (evaluation step 4, after the guards and before
  * the tenant rules). The daemon owns the answers; the policy only asks.

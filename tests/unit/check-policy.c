@@ -34,7 +34,7 @@ static const char *data_dir(void) {
     return dir ? dir : "tests/data";
 }
 
-/* ---- Helpers ---------------------------------------------------------------- */
+/* ---- Helpers ---- */
 
 static policy *load_text(const char *yaml) {
     policy *p = NULL;
@@ -107,7 +107,7 @@ static void check_case(const policy *p, const decision_case *c, size_t index) {
 #define ALLOW  POLICY_ALLOW
 #define PROMPT POLICY_PROMPT
 
-/* ---- Corpus ------------------------------------------------------------------ */
+/* ---- Corpus ---- */
 
 static void corpus_scan(const char *kind, char **out, size_t *count) {
     char dir_path[4096];
@@ -167,8 +167,12 @@ START_TEST(test_corpus_invalid) {
     ck_assert_ptr_null(p);
     ck_assert_ptr_nonnull(errors);
 
+    /* foo.yaml -> foo.expected */
     char expected_path[4096];
-    snprintf(expected_path, sizeof(expected_path), "%.*s.expected", (int)(strlen(path) - 5), path);
+    size_t stem = strlen(path) - strlen(".yaml");
+    ck_assert_uint_lt(stem + sizeof(".expected"), sizeof(expected_path));
+    memcpy(expected_path, path, stem);
+    memcpy(expected_path + stem, ".expected", sizeof(".expected"));
     char *expected = read_text_file(expected_path);
 
     /* Split the diagnostics into lines without the "<path>:" prefix. */
@@ -200,7 +204,7 @@ START_TEST(test_corpus_invalid) {
 }
 END_TEST
 
-/* ---- Examples and the built-in default ----------------------------------------- */
+/* ---- Examples and the built-in default ---- */
 
 static policy *load_example(const char *name) {
     char path[4096];
@@ -308,7 +312,7 @@ START_TEST(test_builtin_root) {
 }
 END_TEST
 
-/* ---- CIDR edges and mapped addresses ------------------------------------------------ */
+/* ---- CIDR edges and mapped addresses ---- */
 
 static const char cidr_policy[] = "version: 1\n"
                                   "tenants:\n"
@@ -388,7 +392,7 @@ START_TEST(test_cidr_edges) {
 }
 END_TEST
 
-/* ---- Ports -------------------------------------------------------------------------- */
+/* ---- Ports ---- */
 
 static const char ports_policy[] = "version: 1\n"
                                    "tenants:\n"
@@ -459,7 +463,7 @@ START_TEST(test_port_edges) {
 }
 END_TEST
 
-/* ---- Family ---------------------------------------------------------------------------- */
+/* ---- Family ---- */
 
 static const char family_policy[] = "version: 1\n"
                                     "tenants:\n"
@@ -501,7 +505,7 @@ START_TEST(test_family) {
 }
 END_TEST
 
-/* ---- Ordering: guards, exemptions, log guards, shadow rules, first match ---------------- */
+/* ---- Ordering: guards, exemptions, log guards, shadow rules, first match ---- */
 
 static const char order_policy[] = "version: 1\n"
                                    "defaults: { action: deny }\n"
@@ -670,7 +674,7 @@ START_TEST(test_merge_order) {
 }
 END_TEST
 
-/* ---- Host patterns ------------------------------------------------------------------------ */
+/* ---- Host patterns ---- */
 
 static const char host_policy[] = "version: 1\n"
                                   "tenants:\n"
@@ -761,10 +765,13 @@ START_TEST(test_lookup_errors) {
 }
 END_TEST
 
-/* ---- Implicit binds ------------------------------------------------------------------------ */
+/* ---- Implicit binds ---- */
 
 static const char implicit_follow_policy[] = "version: 1\n"
                                              "guards:\n"
+                                             "  - id: no-metadata\n"
+                                             "    ops: [ tcp.client, udp.client ]\n"
+                                             "    remote: [ \"@metadata\" ]\n"
                                              "  - id: no-v6-binds\n"
                                              "    ops: [ tcp.bind ]\n"
                                              "    family: ipv6\n"
@@ -783,6 +790,14 @@ static const char implicit_check_policy[] = "version: 1\n"
                                             "  t:\n"
                                             "    match: { uids: [ 1 ] }\n"
                                             "    rules:\n"
+                                            "      - id: no-lan\n"
+                                            "        ops: [ tcp.client ]\n"
+                                            "        remote: [ 10.0.0.0/8 ]\n"
+                                            "        action: deny\n"
+                                            "      - id: ask-lan\n"
+                                            "        ops: [ udp.client ]\n"
+                                            "        remote: [ 10.0.0.0/8 ]\n"
+                                            "        action: prompt\n"
                                             "      - id: client\n"
                                             "        ops: [ tcp.client ]\n"
                                             "        remote: [ 192.0.2.0/24 ]\n"
@@ -800,6 +815,8 @@ static const decision_case implicit_follow_cases[] = {
     /* Guards come before the implicit-bind pass. */
     {"t", "tcp.bind", "[::]:0", NULL, NULL, true, false, DENY, "guard:no-v6-binds"},
     {"t", "tcp.connect", NULL, "192.0.2.1:443", NULL, false, false, ALLOW, "rule:web"},
+    {"t", "tcp.connect", NULL, "169.254.169.254:443", NULL, false, false, DENY,
+     "guard:no-metadata"},
 };
 
 static const decision_case implicit_check_cases[] = {
@@ -812,6 +829,8 @@ static const decision_case implicit_check_cases[] = {
     {"t", "udp.bind", "0.0.0.0:0", NULL, NULL, false, false, DENY, "default:global"},
     {"t", "tcp.connect", NULL, "192.0.2.5:80", NULL, false, false, ALLOW, "rule:client"},
     {"t", "tcp.connect", NULL, "198.51.100.5:80", NULL, false, false, DENY, "default:global"},
+    {"t", "tcp.connect", NULL, "10.0.0.1:80", NULL, false, false, DENY, "rule:no-lan"},
+    {"t", "udp.send", NULL, "10.0.0.1:53", NULL, false, false, PROMPT, "rule:ask-lan"},
     {"t", "udp.receive", "[::]:40000", "[2001:db8::1]:53", NULL, false, false, ALLOW,
      "rule:udp-client"},
 };
@@ -830,8 +849,7 @@ START_TEST(test_implicit_check) {
 }
 END_TEST
 
-/* ---- Protocols, admission, accessors ----------------------------------------------------------
- */
+/* ---- Protocols, admission, accessors ---- */
 
 static const char tenants_policy[] =
     "version: 1\n"
@@ -1016,7 +1034,7 @@ START_TEST(test_verdict_options) {
 }
 END_TEST
 
-/* ---- Explain --------------------------------------------------------------------------------- */
+/* ---- Explain ---- */
 
 typedef struct step_log {
     char text[4096];
@@ -1086,8 +1104,7 @@ START_TEST(test_explain_steps) {
 }
 END_TEST
 
-/* ---- Remembered answers ------------------------------------------------------------------------
- */
+/* ---- Remembered answers ---- */
 
 static bool answer_lan_allow(void *opaque, const policy_request *req, policy_answer *answer) {
     unsigned *calls = opaque;
@@ -1127,8 +1144,7 @@ START_TEST(test_answers_hook) {
 }
 END_TEST
 
-/* ---- Addresses ----------------------------------------------------------------------------------
- */
+/* ---- Addresses ---- */
 
 START_TEST(test_endpoint_text) {
     static const struct {
@@ -1178,8 +1194,7 @@ START_TEST(test_endpoint_text) {
 }
 END_TEST
 
-/* ---- Caps on hostile input
- * ------------------------------------------------------------------------ */
+/* ---- Caps on hostile input ---- */
 
 START_TEST(test_caps) {
     /* Nesting. */
@@ -1270,8 +1285,7 @@ START_TEST(test_load_file_errors) {
 }
 END_TEST
 
-/* ---- The index against the rule-by-rule path
- * ------------------------------------------------------ */
+/* ---- The index against the rule-by-rule path ---- */
 
 /* A small deterministic generator (xorshift) so failures reproduce. */
 static uint64_t rng_state;
@@ -1466,8 +1480,70 @@ START_TEST(test_index_matches_scan) {
 }
 END_TEST
 
-/* ---- Suite
- * ------------------------------------------------------------------------------------------ */
+/* ---- Mutated files: load cleanly or fail cleanly ---- */
+
+static const char mutation_bytes[] = ":-[]{}\"'@*#&!|>,\n\t 0123456789./xyz\\\x80\xff";
+
+START_TEST(test_mutations) {
+    /* Every valid file, edited at random: the loader must either accept it
+     * (and then decide without trouble) or report positioned errors. */
+    const char *path = corpus_valid[_i];
+    char *original = read_text_file(path);
+    size_t len = strlen(original);
+    char *text = malloc(len + 8);
+    ck_assert_ptr_nonnull(text);
+    rng_state = 0x2545f4914f6cdd1dull + (uint64_t)_i;
+    for (unsigned round = 0; round < 300; round++) {
+        size_t n = len;
+        memcpy(text, original, len);
+        unsigned edits = 1 + rng() % 4;
+        for (unsigned e = 0; e < edits && n > 0; e++) {
+            size_t at = rng() % n;
+            switch (rng() % 5) {
+            case 0: /* replace with a character YAML cares about */
+                text[at] = mutation_bytes[rng() % (sizeof(mutation_bytes) - 1)];
+                break;
+            case 1: /* replace with any byte, NUL included */
+                text[at] = (char)(rng() & 0xff);
+                break;
+            case 2: /* delete */
+                memmove(text + at, text + at + 1, n - at - 1);
+                n--;
+                break;
+            case 3: /* duplicate */
+                if (n < len + 7) {
+                    memmove(text + at + 1, text + at, n - at);
+                    n++;
+                }
+                break;
+            default: /* truncate */
+                n = at;
+                break;
+            }
+        }
+        policy *p = NULL;
+        char *errors = NULL;
+        if (policy_load_buffer("mut.yaml", text, n, &p, &errors) == 0) {
+            ck_assert_ptr_null(errors);
+            policy_request req = {.tenant = "t", .op = POLICY_OP_TCP_CONNECT};
+            policy_verdict v;
+            req.remote = endpoint("10.1.2.3:443");
+            policy_decide(p, &req, &v);
+            ck_assert(v.decided_by[0] != '\0');
+            policy_free(p);
+            continue;
+        }
+        ck_assert_ptr_nonnull(errors);
+        ck_assert_msg(strncmp(errors, "mut.yaml:", 9) == 0, "odd diagnostics: %s", errors);
+        ck_assert(errors[strlen(errors) - 1] == '\n');
+        free(errors);
+    }
+    free(text);
+    free(original);
+}
+END_TEST
+
+/* ---- Suite ---- */
 
 static Suite *policy_suite(void) {
     Suite *s = suite_create("policy");
@@ -1538,6 +1614,11 @@ static Suite *policy_suite(void) {
     tc = tcase_create("caps");
     tcase_add_test(tc, test_caps);
     tcase_add_test(tc, test_load_file_errors);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("mutations");
+    tcase_add_loop_test(tc, test_mutations, 0, (int)corpus_valid_count);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 
