@@ -334,6 +334,7 @@ void itest_daemon_stop(itest_daemon *d) {
         return;
     }
     int status = 0;
+    int64_t stop_started = itest_now_ms();
     bool exited = reap_within(d->pid, &status, 0);
     bool killed = false;
     if (!exited) {
@@ -362,6 +363,8 @@ void itest_daemon_stop(itest_daemon *d) {
     }
     if (getenv("ITEST_VERBOSE") != NULL) {
         itest_daemon_print_log(d);
+        fprintf(stderr, "wasockd stopped %lld ms after SIGTERM\n",
+                (long long)(itest_now_ms() - stop_started));
     }
     itest_daemon_discard(d);
 }
