@@ -14,7 +14,7 @@
 
 /* ---- Limits ---- */
 
-/* Largest policy file we read. A file with 10,000 rules is about 1.5 MB;
+/* Largest policy file we read. A file of 10,000 short rules is 1.3 MB;
  * 8 MiB leaves room for comments and big address sets while keeping the
  * parse of a hostile file short and its memory bounded. */
 #define POLICY_MAX_FILE_BYTES (8u * 1024u * 1024u)
@@ -24,8 +24,8 @@
  * libyaml has no nesting limit of its own, so we cap it well above that. */
 #define POLICY_MAX_DEPTH 24
 
-/* Most YAML nodes (scalars and collections) in one file. 10,000 rules take
- * about 200,000 nodes; the cap keeps the tree below ~60 MB for any file. */
+/* Most YAML nodes (scalars and collections) in one file. 10,000 short rules
+ * take about 140,000 nodes; the cap keeps the worst tree near 80 MB. */
 #define POLICY_MAX_NODES 1000000u
 
 /* Longest scalar: notes are capped at POLICY_MAX_NOTE_BYTES and names at
