@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -147,6 +148,54 @@ START_TEST(test_many_clients) {
         wasock_tcp_drop(sockets[i]);
         wasock_client_close(clients[i]);
     }
+}
+END_TEST
+
+/* The control socket: mode 0660; a second daemon refuses a live daemon's
+ * socket and leaves it working; a crashed daemon's stale socket file is
+ * replaced by the next daemon. */
+START_TEST(test_control_socket_file) {
+    itest_daemon *a = itest_fixture_daemon();
+    struct stat st;
+    ck_assert_int_eq(stat(a->socket_path, &st), 0);
+    ck_assert(S_ISSOCK(st.st_mode));
+    ck_assert_msg((st.st_mode & 0777) == 0660, "socket mode %o, want 660",
+                  (unsigned)(st.st_mode & 0777));
+
+    itest_daemon b;
+    itest_daemon_spawn_at(&b, a->socket_path);
+    int status = 0;
+    if (!itest_daemon_wait_exit(&b, 2 * ITEST_WAIT_MS, &status)) {
+        itest_daemon_print_log(&b);
+        itest_daemon_stop(&b);
+        ck_abort_msg("a second wasockd kept running on a live daemon's socket");
+    }
+    bool refused = WIFEXITED(status) && WEXITSTATUS(status) != 0;
+    if (!refused) {
+        itest_daemon_print_log(&b);
+    }
+    itest_daemon_discard(&b);
+    ck_assert_msg(refused, "the second daemon should exit with an error (status 0x%x)",
+                  (unsigned)status);
+    ck_assert(itest_daemon_alive(a));
+    wasock_client *c = itest_client_open(a, 2, NULL);
+    wasock_tcp_drop(itest_socket(c, WASOCK_IPV4));
+    wasock_client_close(c);
+
+    char path[ITEST_PATH_MAX];
+    memcpy(path, a->socket_path, sizeof path);
+    itest_daemon_kill(a);
+    ck_assert_msg(stat(path, &st) == 0, "a killed daemon leaves its socket file behind");
+    itest_daemon successor;
+    if (!itest_daemon_try_start_at(&successor, path)) {
+        itest_daemon_print_log(&successor);
+        itest_daemon_discard(&successor);
+        ck_abort_msg("wasockd did not start over a stale socket file");
+    }
+    c = itest_client_open(&successor, 3, NULL);
+    wasock_tcp_drop(itest_socket(c, WASOCK_IPV4));
+    wasock_client_close(c);
+    itest_daemon_stop(&successor);
 }
 END_TEST
 
@@ -692,6 +741,7 @@ static Suite *session_suite(void) {
         {"handshake_refusals", test_handshake_refusals},
         {"handshake_raw", test_handshake_raw},
         {"many_clients", test_many_clients},
+        {"socket_file", test_control_socket_file},
         {"handles", test_handles_per_session},
         {"crash_cleanup", test_client_crash_cleanup},
         {"close_cleanup", test_client_close_cleanup},

@@ -25,6 +25,8 @@
 #define DENIED_BIND_LAST 23199
 #define REFUSED_CONNECT_FIRST 23200
 #define REFUSED_CONNECT_LAST 23249
+#define DENIED_LISTEN_FIRST 23250
+#define DENIED_LISTEN_LAST 23299
 
 /* The socket limit of the "limited" tenant. */
 #define LIMITED_SOCKETS 3
@@ -67,6 +69,11 @@ static const char restrictive_policy_fmt[] =
     "        deny: { error: connection-refused }\n"
     "      - id: no-bind-range\n"
     "        ops: [ tcp.bind ]\n"
+    "        local: [ \"@loopback\" ]\n"
+    "        local_ports: [ \"%u-%u\" ]\n"
+    "        action: deny\n"
+    "      - id: no-listen-range\n"
+    "        ops: [ tcp.listen ]\n"
     "        local: [ \"@loopback\" ]\n"
     "        local_ports: [ \"%u-%u\" ]\n"
     "        action: deny\n"
@@ -117,7 +124,8 @@ static void restrictive_setup(void) {
     unsigned uid = (unsigned)getuid();
     int n = snprintf(text, sizeof text, restrictive_policy_fmt, uid, DENIED_CONNECT_FIRST,
                      DENIED_CONNECT_LAST, REFUSED_CONNECT_FIRST, REFUSED_CONNECT_LAST,
-                     DENIED_BIND_FIRST, DENIED_BIND_LAST, uid, uid, LIMITED_SOCKETS);
+                     DENIED_BIND_FIRST, DENIED_BIND_LAST, DENIED_LISTEN_FIRST,
+                     DENIED_LISTEN_LAST, uid, uid, LIMITED_SOCKETS);
     ck_assert(n > 0 && n < (int)sizeof text);
     start_with_policy(text);
 }
@@ -432,6 +440,42 @@ START_TEST(test_denied_bind_port_range) {
 }
 END_TEST
 
+/* A listen the policy refuses fails from finish-listen and closes the
+ * socket (a failed listen closes, as in wasi-semantics.md). */
+START_TEST(test_denied_listen_closes) {
+    int wasi;
+    wasock_family fam;
+    if (!itest_variant(_i, &wasi, &fam)) {
+        return;
+    }
+    wasock_client *c = itest_client_open(&policy_daemon, wasi, NULL);
+    wasock_tcp *s = itest_socket(c, fam);
+    wasock_err e = WASOCK_E_ADDRESS_IN_USE;
+    uint16_t port = DENIED_LISTEN_FIRST;
+    for (; port <= DENIED_LISTEN_LAST && e == WASOCK_E_ADDRESS_IN_USE; port++) {
+        wasock_addr a = itest_loopback(fam, port);
+        e = itest_bind(c, s, &a);
+    }
+    ck_assert_msg(e == WASOCK_OK, "bind in the listen-denied range: %s", wasock_err_name(e));
+    if (wasi == 2) {
+        ITEST_EXPECT(wasock_tcp_start_listen(s), WASOCK_OK);
+        ck_assert(itest_wait_ready(c, s, ITEST_WAIT_MS));
+        ITEST_EXPECT(wasock_tcp_finish_listen(s), WASOCK_E_ACCESS_DENIED);
+        ITEST_EXPECT(wasock_tcp_finish_listen(s), WASOCK_E_NOT_IN_PROGRESS);
+    } else {
+        ITEST_EXPECT(wasock_tcp_listen(s), WASOCK_E_ACCESS_DENIED);
+    }
+    ck_assert(!wasock_tcp_is_listening(s));
+    ITEST_EXPECT(wasock_tcp_start_listen(s), WASOCK_E_INVALID_STATE);
+    wasock_addr lo = itest_loopback(fam, 0);
+    ITEST_EXPECT(wasock_tcp_start_bind(s, &lo), WASOCK_E_INVALID_STATE);
+    wasock_addr target = itest_loopback(fam, 9);
+    ITEST_EXPECT(wasock_tcp_start_connect(s, &target), WASOCK_E_INVALID_STATE);
+    wasock_tcp_drop(s);
+    wasock_client_close(c);
+}
+END_TEST
+
 /* A connection from a refused peer is reset and skipped; the listener
  * keeps working and hands out the next, allowed connection. */
 START_TEST(test_denied_accept_is_skipped) {
@@ -587,6 +631,8 @@ static Suite *tcp_policy_suite(void) {
              policy_teardown, true);
     add_case(s, "bind_port_range", test_denied_bind_port_range, restrictive_setup,
              policy_teardown, true);
+    add_case(s, "listen_denied", test_denied_listen_closes, restrictive_setup, policy_teardown,
+             true);
     add_case(s, "accept_refused", test_denied_accept_is_skipped, restrictive_setup,
              policy_teardown, true);
     add_case(s, "no_tcp", test_tenant_without_tcp, restrictive_setup, policy_teardown, false);

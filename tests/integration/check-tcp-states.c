@@ -698,6 +698,8 @@ START_TEST(test_connect_pending_would_block) {
     wasock_tcp *s = itest_socket(c, fam);
     wasock_addr target = itest_loopback(fam, fl.port);
     ITEST_EXPECT(wasock_tcp_start_connect(s, &target), WASOCK_OK);
+    /* Readiness changes caused by a request are known when it returns. */
+    ck_assert_msg(!wasock_tcp_ready(s), "ready right after start-connect to a full queue");
     /* Let any event the daemon might (wrongly) send arrive. */
     itest_pump(c, 200);
     ck_assert_msg(!wasock_tcp_ready(s), "a connect in progress is not ready");

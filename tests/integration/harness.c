@@ -258,10 +258,9 @@ static void set_path(char *dst, const char *dir, const char *name) {
     ck_assert_msg(n > 0 && n < ITEST_PATH_MAX, "path too long: %s/%s", dir, name);
 }
 
-bool itest_daemon_try_start(itest_daemon *d, const char *policy_yaml) {
-    const char *wasockd = getenv("WASOCKD");
-    ck_assert_msg(wasockd != NULL && wasockd[0] != '\0',
-                  "WASOCKD is not set (meson sets it to the built daemon)");
+/* Creates the daemon's temporary directory with its log and policy files;
+ * the socket goes there too unless socket_path names another place. */
+static void prepare_daemon(itest_daemon *d, const char *socket_path, const char *policy_yaml) {
     memset(d, 0, sizeof *d);
     const char *tmp = getenv("TMPDIR");
     /* A short base keeps the socket path well below sun_path's 108 bytes. */
@@ -271,16 +270,28 @@ bool itest_daemon_try_start(itest_daemon *d, const char *policy_yaml) {
     int n = snprintf(d->dir, sizeof d->dir, "%s/wasockd-itest-XXXXXX", tmp);
     ck_assert(n > 0 && (size_t)n < sizeof d->dir);
     ck_assert_msg(mkdtemp(d->dir) != NULL, "mkdtemp: %s", strerror(errno));
-    set_path(d->socket_path, d->dir, "s.sock");
+    if (socket_path != NULL) {
+        size_t len = strlen(socket_path);
+        ck_assert(len < sizeof d->socket_path);
+        memcpy(d->socket_path, socket_path, len + 1);
+    } else {
+        set_path(d->socket_path, d->dir, "s.sock");
+    }
     set_path(d->log_path, d->dir, "wasockd.log");
     if (policy_yaml != NULL) {
         set_path(d->policy_path, d->dir, "policy.yaml");
         int r = write_file(d->policy_path, policy_yaml);
         ck_assert_msg(r == 0, "write policy: %s", strerror(-r));
     }
+}
+
+/* Forks and executes $WASOCKD for d (prepared); does not wait. */
+static void spawn_daemon(itest_daemon *d) {
+    const char *wasockd = getenv("WASOCKD");
+    ck_assert_msg(wasockd != NULL && wasockd[0] != '\0',
+                  "WASOCKD is not set (meson sets it to the built daemon)");
     int log_fd = open(d->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     ck_assert_msg(log_fd >= 0, "open log: %s", strerror(errno));
-
     pid_t test_pid = getpid();
     fflush(NULL);
     pid_t pid = fork();
@@ -291,11 +302,15 @@ bool itest_daemon_try_start(itest_daemon *d, const char *policy_yaml) {
     close(log_fd);
     d->pid = pid;
     remember_daemon(d);
+}
 
+/* Waits until d's socket accepts connections, or d exits / the bound
+ * passes (then d is reaped or killed, and false). */
+static bool wait_daemon_accepts(itest_daemon *d) {
     int64_t deadline = itest_now_ms() + 2 * ITEST_WAIT_MS;
     while (!socket_accepts(d->socket_path)) {
         int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
             forget_daemon(d);
             d->pid = 0;
             fprintf(stderr, "wasockd exited during start-up (status 0x%x)\n", (unsigned)status);
@@ -304,14 +319,40 @@ bool itest_daemon_try_start(itest_daemon *d, const char *policy_yaml) {
         if (itest_now_ms() >= deadline) {
             fprintf(stderr, "wasockd did not accept on %s in time\n", d->socket_path);
             int ignored;
-            kill(pid, SIGKILL);
-            reap_within(pid, &ignored, ITEST_WAIT_MS);
+            kill(d->pid, SIGKILL);
+            reap_within(d->pid, &ignored, ITEST_WAIT_MS);
             forget_daemon(d);
             d->pid = 0;
             return false;
         }
         sleep_ms(ITEST_POLL_STEP_MS);
     }
+    return true;
+}
+
+bool itest_daemon_try_start(itest_daemon *d, const char *policy_yaml) {
+    prepare_daemon(d, NULL, policy_yaml);
+    spawn_daemon(d);
+    return wait_daemon_accepts(d);
+}
+
+bool itest_daemon_try_start_at(itest_daemon *d, const char *socket_path) {
+    prepare_daemon(d, socket_path, NULL);
+    spawn_daemon(d);
+    return wait_daemon_accepts(d);
+}
+
+void itest_daemon_spawn_at(itest_daemon *d, const char *socket_path) {
+    prepare_daemon(d, socket_path, NULL);
+    spawn_daemon(d);
+}
+
+bool itest_daemon_wait_exit(itest_daemon *d, int timeout_ms, int *status) {
+    if (d->pid <= 0 || !reap_within(d->pid, status, timeout_ms)) {
+        return false;
+    }
+    forget_daemon(d);
+    d->pid = 0;
     return true;
 }
 

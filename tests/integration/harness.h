@@ -61,6 +61,18 @@ void itest_daemon_start(itest_daemon *d, const char *policy_yaml);
  * itest_daemon_print_log until itest_daemon_discard. */
 bool itest_daemon_try_start(itest_daemon *d, const char *policy_yaml);
 
+/* Starts a daemon (default policy) whose control socket is socket_path,
+ * e.g. another daemon's: waits until that path accepts connections (only
+ * meaningful when nothing else answers there). False if it exits first. */
+bool itest_daemon_try_start_at(itest_daemon *d, const char *socket_path);
+
+/* Launches a daemon (default policy) on socket_path without waiting. */
+void itest_daemon_spawn_at(itest_daemon *d, const char *socket_path);
+
+/* Reaps the daemon if it exits within timeout_ms: true with *status (a
+ * waitpid status). */
+bool itest_daemon_wait_exit(itest_daemon *d, int timeout_ms, int *status);
+
 /* Stops the daemon with SIGTERM, waits for it (bounded; SIGKILL after that),
  * and removes the temporary directory. Asserts that the daemon exited
  * normally with status 0 or died of that SIGTERM, and prints its log if not.
