@@ -40,6 +40,12 @@
 /* Highest uid/gid: (uid_t)-1 means "no id" to the kernel. */
 #define POLICY_MAX_ID 4294967294ull
 
+/* Most address entries all named sets may hold once references are
+ * flattened. A full Internet routing table is about 1.2 million prefixes;
+ * the cap stops sets that name sets many times over from multiplying into
+ * gigabytes (the address-set "billion laughs"). */
+#define POLICY_MAX_SET_ENTRIES_TOTAL 2000000u
+
 /* Longest audit file name. */
 #define POLICY_MAX_PATH 255u
 
@@ -48,6 +54,7 @@ typedef struct named_set {
     const ynode *key, *value;
     int state;               /* 0 unresolved, 1 resolving, 2 done */
     pol_prefix_table *table; /* in the policy arena: rules point at it */
+    unsigned stamp;          /* last list that referred to it (de-duplication) */
 } named_set;
 
 typedef struct named_template {
@@ -75,6 +82,10 @@ typedef struct load_ctx {
     named_set *sets;
     size_t set_count;
     const pol_prefix_table *builtin_tables[16];
+    unsigned builtin_stamps[16];
+    unsigned stamp_counter;
+    size_t set_entries_total;
+    bool set_entries_reported;
 
     named_template *templates;
     size_t template_count;
@@ -85,6 +96,7 @@ typedef struct load_ctx {
     size_t id_count, id_cap;
 
     size_t total_rules;
+    const ynode **agent_names; /* name node of each agent, parallel to pol->agents */
 } load_ctx;
 
 /* ---- Small helpers ---- */
@@ -649,10 +661,18 @@ static const pol_prefix_table *builtin_table(load_ctx *c, const pol_builtin_set 
     return t;
 }
 
-static named_set *find_set(load_ctx *c, const char *name, size_t len) {
-    for (size_t i = 0; i < c->set_count; i++) {
-        if (strlen(c->sets[i].name) == len && memcmp(c->sets[i].name, name, len) == 0)
-            return &c->sets[i];
+/* Sets are sorted by name (they come from sorted_unique_keys()). */
+static named_set *find_set(load_ctx *c, const char *name) {
+    size_t lo = 0, hi = c->set_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int r = strcmp(c->sets[mid].name, name);
+        if (r == 0)
+            return &c->sets[mid];
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
@@ -660,14 +680,23 @@ static named_set *find_set(load_ctx *c, const char *name, size_t len) {
 static const pol_prefix_table *resolve_set(load_ctx *c, named_set *set, unsigned depth);
 
 /* Resolves "@name" at node n: a built-in or a user set, or NULL after
- * reporting. */
-static const pol_prefix_table *resolve_set_reference(load_ctx *c, const ynode *n, unsigned depth) {
+ * reporting. *again is set when the list with this `stamp` already named
+ * the set (the caller skips it: a set counts once per list). */
+static const pol_prefix_table *resolve_set_reference(load_ctx *c, const ynode *n, unsigned depth,
+                                                     unsigned stamp, bool *again) {
     const char *name = n->text + 1;
     size_t len = n->len - 1;
+    *again = false;
     const pol_builtin_set *builtin = pol_builtin_set_find(name, len);
-    if (builtin != NULL)
+    if (builtin != NULL) {
+        size_t index = 0;
+        while (pol_builtin_set_at(index) != builtin)
+            index++;
+        *again = c->builtin_stamps[index] == stamp;
+        c->builtin_stamps[index] = stamp;
         return builtin_table(c, builtin);
-    named_set *set = find_set(c, name, len);
+    }
+    named_set *set = find_set(c, name);
     if (set == NULL) {
         ERR(c, n, "unknown address set '%s'", q_node(n).text);
         return NULL;
@@ -680,7 +709,10 @@ static const pol_prefix_table *resolve_set_reference(load_ctx *c, const ynode *n
         ERR(c, n, "address set reference '%s' forms a cycle", q_node(n).text);
         return NULL;
     }
-    return resolve_set(c, set, depth + 1);
+    const pol_prefix_table *t = resolve_set(c, set, depth + 1);
+    *again = set->stamp == stamp;
+    set->stamp = stamp;
+    return t;
 }
 
 /* Parses one address item (CIDR or literal) into *p; false after reporting. */
@@ -713,6 +745,7 @@ static const pol_prefix_table *resolve_set(load_ctx *c, named_set *set, unsigned
     if (set->state == 2)
         return set->table;
     set->state = 1;
+    unsigned stamp = ++c->stamp_counter;
     set->table = ctx_alloc(c, sizeof(*set->table));
     if (set->table == NULL) {
         set->state = 2;
@@ -732,8 +765,19 @@ static const pol_prefix_table *resolve_set(load_ctx *c, named_set *set, unsigned
         if (!want_text(c, item, "an address set entry"))
             continue;
         if (item->text[0] == '@') {
-            const pol_prefix_table *t = resolve_set_reference(c, item, depth);
-            for (size_t k = 0; t != NULL && k < t->count; k++)
+            bool again;
+            const pol_prefix_table *t = resolve_set_reference(c, item, depth, stamp, &again);
+            if (t == NULL || again)
+                continue;
+            if (c->set_entries_total + t->count > POLICY_MAX_SET_ENTRIES_TOTAL) {
+                if (!c->set_entries_reported)
+                    ERR(c, item, "address sets hold more than %u entries in all",
+                        POLICY_MAX_SET_ENTRIES_TOTAL);
+                c->set_entries_reported = true;
+                continue;
+            }
+            c->set_entries_total += t->count;
+            for (size_t k = 0; k < t->count; k++)
                 entry_vec_push(c, &v, &t->entries[k].prefix);
             continue;
         }
@@ -798,6 +842,7 @@ static bool load_address_list(load_ctx *c, const ynode *list, const char *what,
         return false;
     entry_vec literals = {0};
     bool ok = true;
+    unsigned stamp = ++c->stamp_counter;
     for (size_t i = 0; i < list->count; i++) {
         const ynode *item = list->items[i];
         if (!want_text(c, item, "an address entry")) {
@@ -806,15 +851,13 @@ static bool load_address_list(load_ctx *c, const ynode *list, const char *what,
         }
         out->spelling[out->spelling_count++] = ctx_strdup(c, item->text, item->len);
         if (item->text[0] == '@') {
-            const pol_prefix_table *t = resolve_set_reference(c, item, 0);
+            bool again;
+            const pol_prefix_table *t = resolve_set_reference(c, item, 0, stamp, &again);
             if (t == NULL) {
                 ok = false;
                 continue;
             }
-            bool seen = false;
-            for (size_t k = 0; k < out->table_count; k++)
-                seen = seen || out->tables[k] == t;
-            if (!seen)
+            if (!again)
                 out->tables[out->table_count++] = t;
             continue;
         }
@@ -1027,10 +1070,18 @@ static void load_remember(load_ctx *c, const ynode *list, policy_prompt_settings
     }
 }
 
+/* Agents are sorted by name once loaded (load_agents()). */
 static const pol_agent *find_agent(const load_ctx *c, const char *name) {
-    for (size_t i = 0; i < c->pol->agent_count; i++) {
-        if (strcmp(c->pol->agents[i].name, name) == 0)
-            return &c->pol->agents[i];
+    size_t lo = 0, hi = c->pol->agent_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int r = strcmp(c->pol->agents[mid].name, name);
+        if (r == 0)
+            return &c->pol->agents[mid];
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
@@ -1344,26 +1395,39 @@ static uint32_t *load_id_list(load_ctx *c, const ynode *list, const char *what, 
     return ids;
 }
 
+typedef struct agent_sort_entry {
+    const pol_agent *agent;
+    const ynode *name;
+} agent_sort_entry;
+
+static int agent_sort_compare(const void *a, const void *b) {
+    const agent_sort_entry *x = a, *y = b;
+    int r = strcmp(x->agent->name, y->agent->name);
+    if (r != 0)
+        return r;
+    if (x->name->line != y->name->line)
+        return x->name->line < y->name->line ? -1 : 1;
+    return x->name->column < y->name->column ? -1 : (x->name->column > y->name->column);
+}
+
 static void load_agents(load_ctx *c, const ynode *list) {
     static const char *const keys[] = {"name", "uids", "tenants"};
     if (!expect_kind(c, list, YNODE_SEQUENCE, "prompt_agents"))
         return;
     c->pol->agents = ctx_alloc_array(c, list->count + 1, sizeof(*c->pol->agents));
-    if (c->pol->agents == NULL)
+    c->agent_names = calloc(list->count + 1, sizeof(*c->agent_names));
+    if (c->pol->agents == NULL || c->agent_names == NULL) {
+        c->oom = true;
         return;
+    }
     for (size_t i = 0; i < list->count; i++) {
         const ynode *v[3];
         if (!MAP_COLLECT(c, list->items[i], "a prompt agent", keys, v, 0x7))
             continue;
         if (!v[0] || !v[1] || !v[2])
             continue;
-        const char *name = want_name(c, v[0], "prompt agent name");
-        if (name == NULL)
+        if (want_name(c, v[0], "prompt agent name") == NULL)
             continue;
-        if (find_agent(c, name) != NULL) {
-            ERR(c, v[0], "duplicate prompt agent '%s'", name);
-            continue;
-        }
         pol_agent a = {.name = ctx_strdup(c, v[0]->text, v[0]->len)};
         a.uids = load_id_list(c, v[1], "prompt agent uids", &a.uid_count);
         if (v[1]->kind == YNODE_SEQUENCE && v[1]->count == 0)
@@ -1371,9 +1435,36 @@ static void load_agents(load_ctx *c, const ynode *list) {
         a.tenants = load_tenant_refs(c, v[2], "prompt agent tenants", true, &a.tenant_count);
         if (v[2]->kind == YNODE_SEQUENCE && v[2]->count == 0)
             ERR(c, v[2], "prompt agent tenants must not be empty (use [\"*\"] for every tenant)");
-        if (a.name != NULL)
-            c->pol->agents[c->pol->agent_count++] = a;
+        if (a.name == NULL)
+            continue;
+        c->agent_names[c->pol->agent_count] = v[0];
+        c->pol->agents[c->pol->agent_count++] = a;
     }
+    /* Sort by name (for lookups) and report duplicates at their later use. */
+    size_t n = c->pol->agent_count;
+    agent_sort_entry *order = malloc((n + 1) * sizeof(*order));
+    pol_agent *sorted = ctx_alloc_array(c, n + 1, sizeof(*sorted));
+    if (order == NULL || sorted == NULL) {
+        c->oom = true;
+        free(order);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = (agent_sort_entry){&c->pol->agents[i], c->agent_names[i]};
+    if (n > 1)
+        qsort(order, n, sizeof(*order), agent_sort_compare);
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (kept > 0 && strcmp(sorted[kept - 1].name, order[i].agent->name) == 0) {
+            ERR(c, order[i].name, "duplicate prompt agent '%s' (first at line %u)",
+                order[i].agent->name, order[i - 1].name->line);
+            continue;
+        }
+        sorted[kept++] = *order[i].agent;
+    }
+    free(order);
+    c->pol->agents = sorted;
+    c->pol->agent_count = kept;
 }
 
 /* ---- Rules and guards ---- */
@@ -1433,6 +1524,11 @@ static const char *const guard_keys[GK_COUNT] = {
     [GK_EXEMPT] = "exempt_tenants",
 };
 
+static int u32_compare(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : (x > y);
+}
+
 /* Parses `ops`: explicit operations, shorthand operations and the implicit
  * binds of connect shorthands. */
 static bool load_ops(load_ctx *c, const ynode *list, unsigned *explicit_ops,
@@ -1445,21 +1541,17 @@ static bool load_ops(load_ctx *c, const ynode *list, unsigned *explicit_ops,
         return false;
     }
     bool ok = true;
+    unsigned shorthands_seen = 0;
     for (size_t i = 0; i < list->count; i++) {
         const ynode *item = list->items[i];
         if (!want_text(c, item, "an operation")) {
             ok = false;
             continue;
         }
-        for (size_t k = 0; k < i; k++) {
-            if (list->items[k]->kind == YNODE_SCALAR &&
-                strcmp(list->items[k]->text, item->text) == 0) {
-                ERR(c, item, "operation '%s' is listed twice", q_node(item).text);
-                break;
-            }
-        }
         policy_op op;
         if (policy_op_from_name(item->text, &op) == 0) {
+            if (*explicit_ops & OP_BIT(op))
+                ERR(c, item, "operation '%s' is listed twice", op_names[op]);
             *explicit_ops |= OP_BIT(op);
             continue;
         }
@@ -1477,6 +1569,9 @@ static bool load_ops(load_ctx *c, const ynode *list, unsigned *explicit_ops,
             ok = false;
             continue;
         }
+        if (shorthands_seen & (1u << s))
+            ERR(c, item, "operation '%s' is listed twice", op_shorthands[s].name);
+        shorthands_seen |= 1u << s;
         *shorthand_ops |= op_shorthands[s].ops;
         *implicit_ops |= op_shorthands[s].implicit;
     }
@@ -1718,20 +1813,17 @@ static pol_rule *load_rule(load_ctx *c, const ynode *node, bool guard, const cha
         size_t count;
         const char **names = load_tenant_refs(c, list, "exempt_tenants", false, &count);
         r->exempt = ctx_alloc_array(c, count + 1, sizeof(*r->exempt));
-        for (size_t i = 0; names != NULL && r->exempt != NULL && i < count; i++) {
-            uint32_t t = (uint32_t)pol_tenant_find(c->pol, names[i]);
-            size_t at = r->exempt_count;
-            while (at > 0 && r->exempt[at - 1] > t) {
-                r->exempt[at] = r->exempt[at - 1];
-                at--;
+        for (size_t i = 0; names != NULL && r->exempt != NULL && i < count; i++)
+            r->exempt[r->exempt_count++] = (uint32_t)pol_tenant_find(c->pol, names[i]);
+        /* Sorted and unique: the matcher binary-searches the tenant index. */
+        if (r->exempt_count > 1) {
+            qsort(r->exempt, r->exempt_count, sizeof(*r->exempt), u32_compare);
+            size_t kept = 1;
+            for (size_t i = 1; i < r->exempt_count; i++) {
+                if (r->exempt[i] != r->exempt[kept - 1])
+                    r->exempt[kept++] = r->exempt[i];
             }
-            if (at > 0 && r->exempt[at - 1] == t) {
-                memmove(r->exempt + at, r->exempt + at + 1,
-                        (r->exempt_count - at) * sizeof(*r->exempt));
-                continue;
-            }
-            r->exempt[at] = t;
-            r->exempt_count++;
+            r->exempt_count = kept;
         }
     }
 
@@ -1838,10 +1930,18 @@ static void load_templates(load_ctx *c, const ynode *map) {
     free(refs);
 }
 
+/* Templates are sorted by name (they come from sorted_unique_keys()). */
 static named_template *find_template(load_ctx *c, const char *name) {
-    for (size_t i = 0; i < c->template_count; i++) {
-        if (strcmp(c->templates[i].name, name) == 0)
-            return &c->templates[i];
+    size_t lo = 0, hi = c->template_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int r = strcmp(c->templates[mid].name, name);
+        if (r == 0)
+            return &c->templates[mid];
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
@@ -2151,6 +2251,7 @@ int pol_load_tree(const ynode *root, pol_diag *diag, policy **out) {
     free(c.sets);
     free(c.templates);
     free(c.tenant_sources);
+    free(c.agent_names);
     free(c.ids);
     if (r < 0) {
         pol_arena_release(&pol->arena);

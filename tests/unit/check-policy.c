@@ -1269,6 +1269,34 @@ START_TEST(test_caps) {
 }
 END_TEST
 
+START_TEST(test_set_blowup) {
+    /* 600 sets naming one set of 4,000 addresses would flatten into 2.4
+     * million entries: refused. Naming a set many times in one list counts
+     * once. */
+    size_t cap = 1u << 20, used = 0;
+    char *text = malloc(cap);
+    ck_assert_ptr_nonnull(text);
+    used += (size_t)snprintf(text + used, cap - used, "version: 1\nsets:\n  base: [");
+    for (unsigned i = 0; i < 4000; i++)
+        used += (size_t)snprintf(text + used, cap - used, "%s10.%u.%u.1", i ? ", " : " ", i / 256,
+                                 i % 256);
+    used += (size_t)snprintf(text + used, cap - used, " ]\n  repeated: [");
+    for (unsigned i = 0; i < 1000; i++)
+        used += (size_t)snprintf(text + used, cap - used, "%s\"@base\"", i ? ", " : " ");
+    used += (size_t)snprintf(text + used, cap - used, " ]\n");
+    policy *p = NULL;
+    char *errors = NULL;
+    ck_assert_msg(policy_load_buffer("test.yaml", text, used, &p, &errors) == 0, "%s", errors);
+    policy_free(p);
+    for (unsigned i = 0; i < 600; i++)
+        used += (size_t)snprintf(text + used, cap - used, "  copy%u: [ \"@base\" ]\n", i);
+    errors = load_errors(text, used);
+    ck_assert_ptr_nonnull(strstr(errors, "address sets hold more than 2000000 entries in all"));
+    free(errors);
+    free(text);
+}
+END_TEST
+
 START_TEST(test_load_file_errors) {
     policy *p = NULL;
     char *errors = NULL;
@@ -1613,6 +1641,7 @@ static Suite *policy_suite(void) {
 
     tc = tcase_create("caps");
     tcase_add_test(tc, test_caps);
+    tcase_add_test(tc, test_set_blowup);
     tcase_add_test(tc, test_load_file_errors);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
