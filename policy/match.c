@@ -99,7 +99,7 @@ static bool host_matches(const pol_host_pattern *pattern, const norm_request *q)
     return false;
 }
 
-/* Appends a reason to `why` (when explaining). */
+/* Writes a reason to `why` (only when explaining; NULL otherwise). */
 static void why_set(char *why, size_t why_len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void why_set(char *why, size_t why_len, const char *fmt, ...) {
