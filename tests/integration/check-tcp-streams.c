@@ -29,6 +29,15 @@
  * enough to stay quick. */
 #define PENDING_BYTES_MAX (4u * 1024 * 1024)
 
+/* More than every kernel buffer on the path together (pipes, both
+ * sockets' buffers with autotuning) can hold: a writer that gets this far
+ * without being pushed back means something buffers without bound. */
+#define BACKPRESSURE_CAP (48u * 1024 * 1024)
+
+/* No write progress for this long counts as "pushed back" (a heuristic
+ * that can only make the back-pressure test more lenient, never fail it). */
+#define STALL_MS 300
+
 /* A connection between a libwasock socket and a plain loopback peer. */
 typedef struct pair {
     wasock_client *c;
@@ -413,6 +422,76 @@ START_TEST(test_bulk_transfer_daemon_to_daemon) {
 }
 END_TEST
 
+/* Writes the pattern to fd until the writes stall (no progress for
+ * STALL_MS: back-pressure reached) or the whole buffer went out; returns
+ * the bytes written. */
+static size_t write_until_stalled(int fd, const uint8_t *pattern, size_t cap) {
+    size_t total = 0;
+    while (total < cap) {
+        ssize_t n = write(fd, pattern + total, cap - total);
+        if (n > 0) {
+            total += (size_t)n;
+            continue;
+        }
+        ck_assert_msg(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK), "write: %s",
+                      n < 0 ? strerror(errno) : "0");
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, STALL_MS) == 0) {
+            break;
+        }
+    }
+    return total;
+}
+
+/* Reads exactly `len` pattern bytes from fd, checking them. */
+static void read_pattern_exact(int fd, const uint8_t *pattern, size_t len) {
+    static uint8_t chunk[65536];
+    size_t total = 0;
+    int64_t deadline = itest_now_ms() + BULK_TIMEOUT_MS;
+    while (total < len) {
+        size_t want = len - total < sizeof chunk ? len - total : sizeof chunk;
+        ssize_t n = itest_read_exact(fd, chunk, want, (int)(deadline - itest_now_ms()));
+        ck_assert_msg(n == (ssize_t)want, "read at offset %zu of %zu: %zd", total, len, n);
+        ck_assert_msg(memcmp(chunk, pattern + total, want) == 0, "wrong bytes at offset %zu",
+                      total);
+        total += want;
+    }
+}
+
+/* Memory per connection is bounded: when the reader stops reading, the
+ * writer is pushed back (its writes stall) long before BACKPRESSURE_CAP
+ * bytes, in both directions; then every byte still arrives. */
+START_TEST(test_back_pressure_both_directions) {
+    int wasi;
+    wasock_family fam;
+    if (!itest_variant(_i, &wasi, &fam)) {
+        return;
+    }
+    pair p;
+    pair_open(&p, wasi, fam, false);
+    uint8_t *up = malloc(BACKPRESSURE_CAP);
+    uint8_t *down = malloc(BACKPRESSURE_CAP);
+    ck_assert(up != NULL && down != NULL);
+    for (size_t i = 0; i < BACKPRESSURE_CAP; i++) {
+        up[i] = itest_pattern_byte(21, i);
+        down[i] = itest_pattern_byte(22, i);
+    }
+    size_t up_written = write_until_stalled(p.w.out, up, BACKPRESSURE_CAP);
+    ck_assert_msg(up_written < BACKPRESSURE_CAP,
+                  "the output stream took %zu bytes the peer never read", up_written);
+    size_t down_written = write_until_stalled(p.peer, down, BACKPRESSURE_CAP);
+    ck_assert_msg(down_written < BACKPRESSURE_CAP,
+                  "the peer could send %zu bytes the guest never read", down_written);
+    read_pattern_exact(p.peer, up, up_written);
+    read_pattern_exact(p.w.in, down, down_written);
+    itest_send_expect(p.w.out, p.peer, "flowing again");
+    itest_send_expect(p.peer, p.w.in, "both ways");
+    free(up);
+    free(down);
+    pair_close(&p);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ 0.3 streams */
 
 START_TEST(test_03_send_receive_once) {
@@ -550,6 +629,7 @@ static Suite *tcp_streams_suite(void) {
         {"shutdown_both", test_shutdown_both},
         {"shutdown_send_pending", test_shutdown_send_delivers_pending},
         {"drop_pending", test_drop_delivers_pending},
+        {"back_pressure", test_back_pressure_both_directions},
         {"bulk_plain", test_bulk_transfer_plain_peer},
         {"bulk_daemon", test_bulk_transfer_daemon_to_daemon},
         {"p3_once", test_03_send_receive_once},
