@@ -1,1 +1,1299 @@
-/* placeholder: being written */
+/* tcp.c — WASI TCP sockets: the state machine of both WASI shapes, policy
+ * enforcement points, socket options, accept, and the hand-over of
+ * connections to the splice relay.
+ *
+ * Trust: requests come from an untrusted client through the strict codec,
+ * so fields are well-formed but their values are not trusted: handles are
+ * looked up in the session's own table, addresses go through sockrules,
+ * option values through their clamp/refuse rules, and the order of checks
+ * follows wasi-semantics.md (bind: address then state; connect: state then
+ * address). Every system call is non-blocking.
+ */
+#include "tcp.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "authz.h"
+#include "errmap.h"
+#include "log.h"
+#include "relay.h"
+#include "sockrules.h"
+
+typedef enum tcp_state {
+    /* Created; no local address. bind, connect and (0.3) listen may start. */
+    TCP_UNBOUND,
+    /* start-bind ran (policy and bind(2) done, result kept); finish-bind
+     * reports the result: success -> bound, failure -> unbound again. */
+    TCP_BIND_IN_PROGRESS,
+    /* Has a local address; may listen or connect. */
+    TCP_BOUND,
+    /* start-listen ran (policy and listen(2) done, result kept); finish-listen
+     * reports it: success -> listening, failure -> closed. */
+    TCP_LISTEN_IN_PROGRESS,
+    /* Accepting connections. Stays so until dropped. */
+    TCP_LISTENING,
+    /* start-connect ran: the kernel connect is pending (connect_pending) or
+     * resolved with `result`; finish-connect reports it: success ->
+     * connected, failure -> closed (a socket connects at most once). */
+    TCP_CONNECT_IN_PROGRESS,
+    /* Connected (by connect or accept); the relay moves the bytes. */
+    TCP_CONNECTED,
+    /* A connect or listen failed. Only getters and drop remain useful. */
+    TCP_CLOSED,
+} tcp_state;
+
+/* Client stream ends, indexed by proto_direction. */
+enum { STREAM_INPUT = PROTO_DIR_RECEIVE, STREAM_OUTPUT = PROTO_DIR_SEND, STREAM_COUNT = 2 };
+
+typedef struct tcp_sock {
+    resource res; /* first member: the session's table entry */
+    int fd;       /* the kernel socket; owned until closed or given to relay_drop */
+    uint8_t family;
+    tcp_state state;
+    proto_err result;     /* outcome of the start-* that finish-* will report */
+    bool connect_pending; /* the kernel has not finished the connect */
+    bool has_local;       /* the kernel socket has a local address */
+    bool port_chosen_by_kernel; /* bound to port 0 (explicitly or implicitly) */
+    bool listen_started;  /* listen(2) succeeded (listen-in-progress or listening) */
+    int backlog;          /* for listen(2) */
+    bool rcvbuf_set, sndbuf_set; /* set explicitly: accepted sockets inherit them */
+    bool ready;           /* readiness the client was last told */
+
+    uv_poll_t poll;       /* connect completion (writable) or waiting connections (readable) */
+    bool poll_open;       /* poll initialised and not yet closed */
+    bool poll_closing;    /* uv_close called, close callback not yet run */
+    bool polling;
+    bool destroyed;       /* out of the session's table; memory waits for the poll */
+
+    relay *relay;
+    int client_fds[STREAM_COUNT]; /* stream ends not yet handed to the client, or -1 */
+    bool stream_taken[STREAM_COUNT];
+
+    bool counts_pending;  /* included in the tenant's pending_ops */
+    bool counts_listener; /* included in the tenant's listeners */
+} tcp_sock;
+
+static void tcp_destroy(resource *r);
+
+static const struct resource_ops tcp_ops = {"tcp", tcp_destroy};
+
+/* --- helpers ---------------------------------------------------------------- */
+
+static session *sess_of(tcp_sock *t) {
+    return t->res.sess;
+}
+
+static unsigned errmap_flags(const session *s) {
+    return session_wasi(s) == PROTO_WASI_0_3 ? ERRMAP_WASI_0_3 : 0;
+}
+
+static const char *state_name(tcp_state st) {
+    static const char *const names[] = {
+        [TCP_UNBOUND] = "unbound",
+        [TCP_BIND_IN_PROGRESS] = "bind-in-progress",
+        [TCP_BOUND] = "bound",
+        [TCP_LISTEN_IN_PROGRESS] = "listen-in-progress",
+        [TCP_LISTENING] = "listening",
+        [TCP_CONNECT_IN_PROGRESS] = "connect-in-progress",
+        [TCP_CONNECTED] = "connected",
+        [TCP_CLOSED] = "closed",
+    };
+    return names[st];
+}
+
+static void reply_invalid_state(session *s, const proto_msg *req, const tcp_sock *t) {
+    session_reply_error(s, req, PROTO_E_INVALID_STATE, "not allowed while %s",
+                        state_name(t->state));
+}
+
+/* Readiness is the WASI pollable: tell the client whenever it changes. */
+static void set_ready(tcp_sock *t, bool ready) {
+    proto_msg ev;
+
+    if (t->ready == ready) {
+        return;
+    }
+    t->ready = ready;
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PROTO_EV_READY;
+    ev.handle = t->res.handle;
+    ev.ready = ready;
+    session_send_event(sess_of(t), &ev);
+}
+
+static void pending_op_begin(tcp_sock *t) {
+    if (!t->counts_pending) {
+        t->counts_pending = true;
+        session_usage(sess_of(t))->pending_ops++;
+    }
+}
+
+static void pending_op_end(tcp_sock *t) {
+    if (t->counts_pending) {
+        t->counts_pending = false;
+        session_usage(sess_of(t))->pending_ops--;
+    }
+}
+
+static void listener_count_end(tcp_sock *t) {
+    if (t->counts_listener) {
+        t->counts_listener = false;
+        session_usage(sess_of(t))->listeners--;
+    }
+}
+
+/* The closing poll handle keeps the session (and this socket's memory) alive
+ * until libuv is done with it. */
+static void on_poll_closed(uv_handle_t *h) {
+    tcp_sock *t = h->data;
+    session *s = sess_of(t);
+
+    t->poll_closing = false;
+    if (t->destroyed) {
+        /* The socket was destroyed meanwhile: its memory waited for us. */
+        free(t);
+    }
+    session_release(s);
+}
+
+/* Stops watching the socket for good. uv_close stops the watcher at once
+ * (libuv removes the descriptor from epoll synchronously), which is what
+ * allows the relay to watch the same descriptor right after. */
+static void poll_close(tcp_sock *t) {
+    if (!t->poll_open) {
+        return;
+    }
+    t->poll_open = false;
+    t->polling = false;
+    t->poll_closing = true;
+    session_hold(sess_of(t));
+    uv_close((uv_handle_t *)&t->poll, on_poll_closed);
+}
+
+static int poll_start(tcp_sock *t, int events, uv_poll_cb cb) {
+    int r;
+
+    if (!t->poll_open) {
+        r = uv_poll_init(session_loop(sess_of(t)), &t->poll, t->fd);
+        if (r < 0) {
+            return r;
+        }
+        t->poll.data = t;
+        t->poll_open = true;
+    }
+    r = uv_poll_start(&t->poll, events, cb);
+    if (r < 0) {
+        return r;
+    }
+    t->polling = true;
+    return 0;
+}
+
+static void poll_stop(tcp_sock *t) {
+    if (t->poll_open && t->polling) {
+        uv_poll_stop(&t->poll);
+        t->polling = false;
+    }
+}
+
+static int sock_get_int(int fd, int level, int name, int *out) {
+    socklen_t len = sizeof(*out);
+
+    return getsockopt(fd, level, name, out, &len) < 0 ? -errno : 0;
+}
+
+static int sock_set_int(int fd, int level, int name, int value) {
+    return setsockopt(fd, level, name, &value, sizeof(value)) < 0 ? -errno : 0;
+}
+
+static int hop_limit_level(const tcp_sock *t) {
+    return t->family == PROTO_IPV6 ? IPPROTO_IPV6 : IPPROTO_IP;
+}
+
+static int hop_limit_name(const tcp_sock *t) {
+    return t->family == PROTO_IPV6 ? IPV6_UNICAST_HOPS : IP_TTL;
+}
+
+/* True when a connection waits on the listening socket (no blocking). */
+static bool connection_waiting(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+
+    return poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+}
+
+static int local_address(const tcp_sock *t, proto_addr *out) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getsockname(t->fd, (struct sockaddr *)&ss, &len) < 0) {
+        return -errno;
+    }
+    return sockrules_addr_from_sockaddr((struct sockaddr *)&ss, len, out);
+}
+
+/* bind(2) with SO_REUSEADDR, which every TCP bind sets so a recent
+ * TIME_WAIT on the port never blocks a rebind. Returns a WASI result. */
+static proto_err do_bind(tcp_sock *t, const proto_addr *addr) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int r;
+
+    r = sockrules_addr_to_sockaddr(addr, &ss, &len);
+    if (r == 0) {
+        r = sock_set_int(t->fd, SOL_SOCKET, SO_REUSEADDR, 1);
+    }
+    if (r == 0 && bind(t->fd, (struct sockaddr *)&ss, len) < 0) {
+        r = -errno;
+    }
+    if (r < 0) {
+        return errmap_errno(r, ERRMAP_ADDRESS_GIVEN | errmap_flags(sess_of(t)));
+    }
+    t->has_local = true;
+    t->port_chosen_by_kernel = addr->port == 0;
+    return PROTO_OK;
+}
+
+/* --- lifetime ----------------------------------------------------------------- */
+
+static tcp_sock *tcp_sock_new(int fd, uint8_t family) {
+    tcp_sock *t = calloc(1, sizeof(*t));
+
+    if (t == NULL) {
+        return NULL;
+    }
+    t->fd = fd;
+    t->family = family;
+    t->state = TCP_UNBOUND;
+    t->backlog = SOCKRULES_BACKLOG_DEFAULT;
+    t->ready = true; /* a new socket starts ready (no event) */
+    t->client_fds[STREAM_INPUT] = -1;
+    t->client_fds[STREAM_OUTPUT] = -1;
+    return t;
+}
+
+/* Releases everything: counters, poll, relay (which lingers to deliver the
+ * bytes already written, then closes the socket), the kernel socket, and
+ * stream ends never handed out. */
+static void tcp_destroy(resource *r) {
+    tcp_sock *t = (tcp_sock *)r;
+    session *s = sess_of(t);
+
+    pending_op_end(t);
+    listener_count_end(t);
+    session_usage(s)->sockets--;
+    poll_close(t);
+    if (t->relay != NULL) {
+        relay_drop(t->relay); /* takes the socket */
+        t->relay = NULL;
+    } else if (t->fd >= 0) {
+        close(t->fd);
+    }
+    t->fd = -1;
+    for (int i = 0; i < STREAM_COUNT; i++) {
+        if (t->client_fds[i] >= 0) {
+            close(t->client_fds[i]);
+            t->client_fds[i] = -1;
+        }
+    }
+    /* A pending poll close still points at this memory: on_poll_closed
+     * frees it then. */
+    t->destroyed = true;
+    if (!t->poll_closing) {
+        free(t);
+    }
+}
+
+/* The relay reports how each direction ended; an error reaches the client
+ * as EV_STREAM_ERROR, written at once so it arrives before the client can
+ * read EOF from the input stream. */
+static void on_relay_end(void *data, bool download, int err) {
+    tcp_sock *t = data;
+    session *s = sess_of(t);
+    proto_msg ev;
+
+    if (err == 0 || session_is_closing(s)) {
+        return;
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PROTO_EV_STREAM_ERROR;
+    ev.handle = t->res.handle;
+    ev.direction = download ? PROTO_DIR_RECEIVE : PROTO_DIR_SEND;
+    ev.code = errmap_errno(err, 0);
+    if (ev.code == PROTO_OK || ev.code > PROTO_E_LAST_WASI) {
+        ev.code = PROTO_E_UNKNOWN;
+    }
+    log_debug("session %llu handle %u: %s stream ended: %s", (unsigned long long)session_id(s),
+              (unsigned)t->res.handle, download ? "receive" : "send", strerror(-err));
+    session_send_event(s, &ev);
+    session_flush(s);
+}
+
+/* A connection is established: start the relay. The socket must not be
+ * polled by us any more. Returns a WASI result. */
+static proto_err start_relay(tcp_sock *t) {
+    session *s = sess_of(t);
+    int input = -1, output = -1;
+    int r;
+
+    poll_close(t);
+    r = relay_new(session_loop(s), t->fd, on_relay_end, t, &t->relay, &input, &output);
+    if (r < 0) {
+        t->relay = NULL;
+        log_debug("session %llu handle %u: cannot start the relay: %s",
+                  (unsigned long long)session_id(s), (unsigned)t->res.handle, strerror(-r));
+        return errmap_errno(r, errmap_flags(s));
+    }
+    t->client_fds[STREAM_INPUT] = input;
+    t->client_fds[STREAM_OUTPUT] = output;
+    return PROTO_OK;
+}
+
+/* Replies to finish-connect or accept: in a 0.2 session the reply carries
+ * the input and output stream descriptors; a 0.3 session takes them later
+ * with TCP_STREAM. */
+static void reply_with_streams(session *s, tcp_sock *t, proto_msg *reply) {
+    if (session_wasi(s) == PROTO_WASI_0_2) {
+        int fds[2] = {t->client_fds[STREAM_INPUT], t->client_fds[STREAM_OUTPUT]};
+        t->client_fds[STREAM_INPUT] = t->client_fds[STREAM_OUTPUT] = -1;
+        t->stream_taken[STREAM_INPUT] = t->stream_taken[STREAM_OUTPUT] = true;
+        reply->nfds = 2;
+        session_send(s, reply, fds);
+    } else {
+        reply->nfds = 0;
+        session_send(s, reply, NULL);
+    }
+}
+
+static tcp_sock *find_sock(session *s, const proto_msg *req) {
+    resource *r = session_find_resource(s, req->handle, &tcp_ops);
+
+    if (r == NULL) {
+        session_reply_error(s, req, PROTO_E_INVALID_ARGUMENT, "no such handle");
+    }
+    return (tcp_sock *)r;
+}
+
+/* --- create -------------------------------------------------------------------- */
+
+static void handle_create(session *s, const proto_msg *req) {
+    const char *tenant = session_tenant(s);
+    policy_limits limits = policy_tenant_limits(server_policy(session_server(s)), tenant);
+    tenant_usage *usage = session_usage(s);
+    int af = sockrules_af(req->family);
+    tcp_sock *t;
+    proto_msg reply;
+    int fd, r;
+
+    if (!(policy_protocols(server_policy(session_server(s)), tenant) & POLICY_PROTO_TCP)) {
+        session_reply_error(s, req, PROTO_E_ACCESS_DENIED,
+                            "the policy allows no TCP sockets for tenant \"%s\"", tenant);
+        return;
+    }
+    if (limits.sockets != 0 && usage->sockets >= limits.sockets) {
+        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT,
+                            "tenant \"%s\" has reached its limit of %u sockets", tenant,
+                            (unsigned)limits.sockets);
+        return;
+    }
+    if (session_resource_count(s) >= SESSION_MAX_RESOURCES) {
+        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT,
+                            "this connection holds %d resources", SESSION_MAX_RESOURCES);
+        return;
+    }
+    if (af < 0) {
+        session_reply_error(s, req, PROTO_E_INVALID_ARGUMENT, "unknown address family");
+        return;
+    }
+    fd = socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0) {
+        r = errno;
+        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "socket: %s",
+                            strerror(r));
+        return;
+    }
+    /* v6 sockets are v6-only from the start: IPv4 peers must never reach a
+     * v6 socket through mapped addresses around the policy's IPv4 rules. */
+    if (af == AF_INET6 && (r = sock_set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1)) < 0) {
+        close(fd);
+        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "IPV6_V6ONLY: %s",
+                            strerror(-r));
+        return;
+    }
+    t = tcp_sock_new(fd, req->family);
+    if (t == NULL) {
+        close(fd);
+        session_reply_error(s, req, PROTO_E_OUT_OF_MEMORY, "out of memory");
+        return;
+    }
+    r = session_add_resource(s, &t->res, &tcp_ops);
+    if (r < 0) {
+        close(fd);
+        free(t);
+        session_reply_error(s, req, r == -ENOSPC ? PROTO_E_NEW_SOCKET_LIMIT
+                                                 : PROTO_E_OUT_OF_MEMORY,
+                            "no handle available");
+        return;
+    }
+    usage->sockets++;
+    proto_reply_ok(req, &reply);
+    reply.new_handle = t->res.handle;
+    session_send(s, &reply, NULL);
+}
+
+/* --- bind ------------------------------------------------------------------------ */
+
+static void handle_bind(session *s, const proto_msg *req) {
+    tcp_sock *t = find_sock(s, req);
+    const char *why;
+    authz_query q;
+
+    if (t == NULL) {
+        return;
+    }
+    /* bind checks the address first, then the state. */
+    if (sockrules_check_local(t->family, &req->addr, &why) != PROTO_OK) {
+        session_reply_error(s, req, PROTO_E_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    if (t->state != TCP_UNBOUND) {
+        reply_invalid_state(s, req, t);
+        return;
+    }
+    memset(&q, 0, sizeof(q));
+    q.op = POLICY_OP_TCP_BIND;
+    q.local = &req->addr;
+    q.handle = t->res.handle;
+    t->result = authz_decide(s, &q);
+    if (t->result == PROTO_OK) {
+        t->result = do_bind(t, &req->addr);
+    }
+    /* The result (policy or kernel) is finish-bind's to report. */
+    t->state = TCP_BIND_IN_PROGRESS;
+    session_reply_ok(s, req);
+}
+
+/* --- connect ---------------------------------------------------------------------- */
+
+static void on_connect_done(uv_poll_t *h, int status, int events) {
+    tcp_sock *t = h->data;
+    session *s = sess_of(t);
+    int err = 0;
+
+    (void)events;
+    /* libuv reports POLLERR as status UV_EBADF; the socket's own error is
+     * the real answer (ECONNREFUSED, ETIMEDOUT, ...). */
+    if (sock_get_int(t->fd, SOL_SOCKET, SO_ERROR, &err) < 0) {
+        err = errno;
+    } else if (err == 0 && status < 0) {
+        err = status; /* libuv errors are negative errno values */
+    }
+    if (err == EINPROGRESS || err == -EINPROGRESS) {
+        return; /* spurious wakeup: still connecting */
+    }
+    poll_close(t);
+    t->connect_pending = false;
+    pending_op_end(t);
+    t->result = errmap_errno(err, ERRMAP_ADDRESS_GIVEN | errmap_flags(s));
+    log_debug("session %llu handle %u: connect finished: %s", (unsigned long long)session_id(s),
+              (unsigned)t->res.handle, proto_err_name(t->result));
+    set_ready(t, true);
+    session_flush(s);
+}
+
+static void handle_connect(session *s, const proto_msg *req) {
+    tcp_sock *t = find_sock(s, req);
+    policy_limits limits;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    proto_addr unspecified, local;
+    authz_query q;
+    const char *why;
+    bool was_unbound;
+
+    if (t == NULL) {
+        return;
+    }
+    /* connect checks the state first, then the address. */
+    switch (t->state) {
+    case TCP_UNBOUND:
+    case TCP_BOUND:
+        break;
+    case TCP_CONNECT_IN_PROGRESS:
+        if (session_wasi(s) == PROTO_WASI_0_2) {
+            session_reply_error(s, req, PROTO_E_CONCURRENCY_CONFLICT,
+                                "a connect is already in progress");
+        } else {
+            reply_invalid_state(s, req, t);
+        }
+        return;
+    default:
+        reply_invalid_state(s, req, t);
+        return;
+    }
+    if (sockrules_check_remote(t->family, &req->addr, &why) != PROTO_OK) {
+        session_reply_error(s, req, PROTO_E_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    limits = policy_tenant_limits(server_policy(session_server(s)), session_tenant(s));
+    if (limits.pending_ops != 0 && session_usage(s)->pending_ops >= limits.pending_ops) {
+        /* WASI has no "too many pending operations" code; out-of-memory is
+         * the nearest meaning (the daemon refuses to hold more state). */
+        session_reply_error(s, req, PROTO_E_OUT_OF_MEMORY,
+                            "tenant \"%s\" has reached its limit of %u pending operations",
+                            session_tenant(s), (unsigned)limits.pending_ops);
+        return;
+    }
+
+    was_unbound = t->state == TCP_UNBOUND;
+    t->state = TCP_CONNECT_IN_PROGRESS;
+    t->connect_pending = false;
+    t->result = PROTO_OK;
+
+    memset(&q, 0, sizeof(q));
+    q.handle = t->res.handle;
+    if (was_unbound) {
+        /* The kernel binds an ephemeral port at connect: the policy sees it
+         * as a bind of the unspecified address, port 0. */
+        sockrules_addr_unspecified(t->family, &unspecified);
+        q.op = POLICY_OP_TCP_BIND;
+        q.implicit = true;
+        q.local = &unspecified;
+        t->result = authz_decide(s, &q);
+    }
+    if (t->result == PROTO_OK) {
+        q.op = POLICY_OP_TCP_CONNECT;
+        q.implicit = false;
+        q.local = !was_unbound && local_address(t, &local) == 0 ? &local : NULL;
+        q.remote = &req->addr;
+        t->result = authz_decide(s, &q);
+    }
+    if (t->result != PROTO_OK) {
+        session_reply_ok(s, req); /* finish-connect reports the refusal */
+        return;
+    }
+
+    sockrules_addr_to_sockaddr(&req->addr, &ss, &len);
+    t->has_local = true; /* the kernel binds now if we had not */
+    if (connect(t->fd, (struct sockaddr *)&ss, len) == 0) {
+        t->result = PROTO_OK; /* resolved at once; readiness stays true */
+    } else if (errno == EINPROGRESS) {
+        int r = poll_start(t, UV_WRITABLE, on_connect_done);
+        if (r < 0) {
+            t->result = errmap_errno(r, errmap_flags(s));
+        } else {
+            t->connect_pending = true;
+            pending_op_begin(t);
+            set_ready(t, false); /* event before the reply */
+        }
+    } else {
+        t->result = errmap_errno(errno, ERRMAP_ADDRESS_GIVEN | errmap_flags(s));
+    }
+    session_reply_ok(s, req);
+}
+
+/* --- listen ----------------------------------------------------------------------- */
+
+static void handle_listen(session *s, const proto_msg *req) {
+    tcp_sock *t = find_sock(s, req);
+    policy_limits limits;
+    proto_addr unspecified, local;
+    authz_query q;
+    bool implicit_bind;
+
+    if (t == NULL) {
+        return;
+    }
+    /* 0.2 listens only on a bound socket; 0.3 binds an unbound one. */
+    if (session_wasi(s) == PROTO_WASI_0_2) {
+        if (t->state != TCP_BOUND) {
+            reply_invalid_state(s, req, t);
+            return;
+        }
+    } else if (t->state != TCP_UNBOUND && t->state != TCP_BOUND) {
+        reply_invalid_state(s, req, t);
+        return;
+    }
+    limits = policy_tenant_limits(server_policy(session_server(s)), session_tenant(s));
+    if (limits.listeners != 0 && session_usage(s)->listeners >= limits.listeners) {
+        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT,
+                            "tenant \"%s\" has reached its limit of %u listeners",
+                            session_tenant(s), (unsigned)limits.listeners);
+        return;
+    }
+
+    implicit_bind = t->state == TCP_UNBOUND;
+    t->state = TCP_LISTEN_IN_PROGRESS;
+    t->counts_listener = true;
+    session_usage(s)->listeners++;
+    t->result = PROTO_OK;
+
+    memset(&q, 0, sizeof(q));
+    q.handle = t->res.handle;
+    if (implicit_bind) {
+        sockrules_addr_unspecified(t->family, &unspecified);
+        q.op = POLICY_OP_TCP_BIND;
+        q.implicit = true;
+        q.local = &unspecified;
+        t->result = authz_decide(s, &q);
+        if (t->result == PROTO_OK) {
+            t->result = do_bind(t, &unspecified);
+        }
+    }
+    if (t->result == PROTO_OK) {
+        q.op = POLICY_OP_TCP_LISTEN;
+        q.implicit = false;
+        q.local = local_address(t, &local) == 0 ? &local : NULL;
+        q.local_port_ephemeral = t->port_chosen_by_kernel;
+        t->result = authz_decide(s, &q);
+    }
+    if (t->result == PROTO_OK) {
+        if (listen(t->fd, t->backlog) < 0) {
+            t->result = errmap_errno(errno, errmap_flags(s));
+        } else {
+            t->listen_started = true;
+        }
+    }
+    /* finish-listen reports the result. */
+    session_reply_ok(s, req);
+}
+
+/* A listener is ready exactly while a connection waits. When none does,
+ * watch the socket until one arrives. */
+static void on_listener_readable(uv_poll_t *h, int status, int events);
+
+static void listener_update_readiness(tcp_sock *t, bool waiting) {
+    if (waiting) {
+        poll_stop(t);
+        set_ready(t, true);
+        return;
+    }
+    set_ready(t, false);
+    if (!t->polling && poll_start(t, UV_READABLE, on_listener_readable) < 0) {
+        /* Without a watcher the client would wait forever: say ready and
+         * let accept find out. */
+        set_ready(t, true);
+    }
+}
+
+static void on_listener_readable(uv_poll_t *h, int status, int events) {
+    tcp_sock *t = h->data;
+
+    (void)status;
+    (void)events;
+    /* On a poll error accept reports the problem, so become ready too. */
+    listener_update_readiness(t, true);
+    session_flush(sess_of(t));
+}
+
+/* --- finish ------------------------------------------------------------------------ */
+
+static void finish_bind(session *s, const proto_msg *req, tcp_sock *t) {
+    if (t->state != TCP_BIND_IN_PROGRESS) {
+        session_reply_error(s, req, PROTO_E_NOT_IN_PROGRESS, "no bind in progress");
+        return;
+    }
+    if (t->result != PROTO_OK) {
+        t->state = TCP_UNBOUND;
+        session_reply_error(s, req, t->result, "bind failed");
+        return;
+    }
+    t->state = TCP_BOUND;
+    session_reply_ok(s, req);
+}
+
+static void finish_connect(session *s, const proto_msg *req, tcp_sock *t) {
+    proto_msg reply;
+    proto_err err;
+
+    if (t->state != TCP_CONNECT_IN_PROGRESS) {
+        session_reply_error(s, req, PROTO_E_NOT_IN_PROGRESS, "no connect in progress");
+        return;
+    }
+    if (t->connect_pending) {
+        session_reply_error(s, req, PROTO_E_WOULD_BLOCK, "connect still in progress");
+        return;
+    }
+    err = t->result;
+    if (err == PROTO_OK) {
+        err = start_relay(t);
+    }
+    if (err != PROTO_OK) {
+        t->state = TCP_CLOSED;
+        poll_close(t);
+        session_reply_error(s, req, err, "connect failed");
+        return;
+    }
+    t->state = TCP_CONNECTED;
+    proto_reply_ok(req, &reply);
+    reply_with_streams(s, t, &reply);
+}
+
+static void finish_listen(session *s, const proto_msg *req, tcp_sock *t) {
+    if (t->state != TCP_LISTEN_IN_PROGRESS) {
+        session_reply_error(s, req, PROTO_E_NOT_IN_PROGRESS, "no listen in progress");
+        return;
+    }
+    if (t->result != PROTO_OK) {
+        t->state = TCP_CLOSED;
+        listener_count_end(t);
+        session_reply_error(s, req, t->result, "listen failed");
+        return;
+    }
+    t->state = TCP_LISTENING;
+    listener_update_readiness(t, connection_waiting(t->fd)); /* events before the reply */
+    session_reply_ok(s, req);
+}
+
+static void handle_finish(session *s, const proto_msg *req) {
+    tcp_sock *t = find_sock(s, req);
+
+    if (t == NULL) {
+        return;
+    }
+    switch (req->op) {
+    case PROTO_OP_BIND:
+        finish_bind(s, req, t);
+        return;
+    case PROTO_OP_CONNECT:
+        finish_connect(s, req, t);
+        return;
+    case PROTO_OP_LISTEN:
+        finish_listen(s, req, t);
+        return;
+    }
+    session_reply_error(s, req, PROTO_E_INVALID_ARGUMENT, "unknown operation");
+}
+
+/* --- accept ---------------------------------------------------------------------- */
+
+/* Linux reports some failures of an already-failed incoming connection from
+ * accept itself; the listener is fine, so they are skipped. */
+static bool accept_error_is_transient(int err) {
+    switch (err) {
+    case ECONNABORTED:
+    case EPROTO:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+    case EINTR:
+        return true;
+    }
+    return false;
+}
+
+/* Closes with a reset rather than an orderly close: the peer learns at once
+ * that it was not accepted. */
+static void close_with_reset(int fd) {
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
+/* A connection the policy refused: reset (the default), or closed like any
+ * other when the operator chose `errors.inbound: drop`. */
+static void close_refused(session *s, int fd) {
+    const policy_settings *settings = policy_get_settings(server_policy(session_server(s)));
+
+    if (settings != NULL && settings->inbound == POLICY_INBOUND_DROP) {
+        close(fd);
+    } else {
+        close_with_reset(fd);
+    }
+}
+
+/* Accepted sockets get the listener's option values as they are now.
+ * Linux mostly inherits them itself; setting them explicitly makes the
+ * WASI promise independent of that. Buffer sizes are copied only when set
+ * on the listener: setting one pins it and turns off the kernel's
+ * autotuning, which a socket that never asked for a size should keep. */
+static void inherit_options(const tcp_sock *listener, tcp_sock *conn) {
+    static const struct {
+        int level, name;
+    } keepalive_opts[] = {
+        {SOL_SOCKET, SO_KEEPALIVE},
+        {IPPROTO_TCP, TCP_KEEPIDLE},
+        {IPPROTO_TCP, TCP_KEEPINTVL},
+        {IPPROTO_TCP, TCP_KEEPCNT},
+    };
+    int v;
+
+    for (size_t i = 0; i < sizeof(keepalive_opts) / sizeof(keepalive_opts[0]); i++) {
+        if (sock_get_int(listener->fd, keepalive_opts[i].level, keepalive_opts[i].name, &v) == 0) {
+            sock_set_int(conn->fd, keepalive_opts[i].level, keepalive_opts[i].name, v);
+        }
+    }
+    if (sock_get_int(listener->fd, hop_limit_level(listener), hop_limit_name(listener), &v) == 0) {
+        sock_set_int(conn->fd, hop_limit_level(conn), hop_limit_name(conn), v);
+    }
+    if (listener->rcvbuf_set && sock_get_int(listener->fd, SOL_SOCKET, SO_RCVBUF, &v) == 0) {
+        sock_set_int(conn->fd, SOL_SOCKET, SO_RCVBUF, v / 2);
+        conn->rcvbuf_set = true;
+    }
+    if (listener->sndbuf_set && sock_get_int(listener->fd, SOL_SOCKET, SO_SNDBUF, &v) == 0) {
+        sock_set_int(conn->fd, SOL_SOCKET, SO_SNDBUF, v / 2);
+        conn->sndbuf_set = true;
+    }
+}
+
+/* Takes the next connection the policy allows. Returns its descriptor, or
+ * -1 with *err (PROTO_E_WOULD_BLOCK when none is waiting). */
+static int accept_allowed(session *s, tcp_sock *listener, proto_err *err) {
+    proto_addr local;
+    bool have_local = local_address(listener, &local) == 0;
+
+    for (int attempt = 0; attempt < TCP_ACCEPT_ATTEMPTS; attempt++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        proto_addr peer;
+        authz_query q;
+        proto_err verdict;
+        int fd = accept4(listener->fd, (struct sockaddr *)&ss, &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (fd < 0) {
+            int e = errno;
+            if (e == EAGAIN) {
+                *err = PROTO_E_WOULD_BLOCK;
+                return -1;
+            }
+            if (accept_error_is_transient(e)) {
+                continue;
+            }
+            *err = errmap_errno(e, errmap_flags(s));
+            return -1;
+        }
+        if (sockrules_addr_from_sockaddr((struct sockaddr *)&ss, len, &peer) < 0) {
+            close_with_reset(fd);
+            continue;
+        }
+        /* The policy sees the listener's address as local, the peer as
+         * remote. */
+        memset(&q, 0, sizeof(q));
+        q.op = POLICY_OP_TCP_ACCEPT;
+        q.local = have_local ? &local : NULL;
+        q.local_port_ephemeral = listener->port_chosen_by_kernel;
+        q.remote = &peer;
+        q.handle = listener->res.handle;
+        verdict = authz_decide(s, &q);
+        if (verdict != PROTO_OK) {
+            close_refused(s, fd);
+            continue;
+        }
+        return fd;
+    }
+    /* Attempts used up on refused or failed connections; more may wait. */
+    *err = PROTO_E_WOULD_BLOCK;
+    return -1;
+}
+
+static void handle_accept(session *s, const proto_msg *req) {
+    tcp_sock *l = find_sock(s, req), *c;
+    const char *tenant = session_tenant(s);
+    policy_limits limits;
+    proto_msg reply;
+    proto_err err;
+    int fd, r;
+
+    if (l == NULL) {
+        return;
+    }
+    if (l->state != TCP_LISTENING) {
+        reply_invalid_state(s, req, l);
+        return;
+    }
+    limits = policy_tenant_limits(server_policy(session_server(s)), tenant);
+    if (limits.sockets != 0 && session_usage(s)->sockets >= limits.sockets) {
+        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT,
+                            "tenant \"%s\" has reached its limit of %u sockets", tenant,
+                            (unsigned)limits.sockets);
+        return;
+    }
+    if (session_resource_count(s) >= SESSION_MAX_RESOURCES) {
+        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT,
+                            "this connection holds %d resources", SESSION_MAX_RESOURCES);
+        return;
+    }
+
+    fd = accept_allowed(s, l, &err);
+    if (fd < 0) {
+        listener_update_readiness(l, connection_waiting(l->fd));
+        session_reply_error(s, req, err, err == PROTO_E_WOULD_BLOCK ? "no connection waiting"
+                                                                     : "accept failed");
+        return;
+    }
+    c = tcp_sock_new(fd, l->family);
+    if (c == NULL) {
+        close_with_reset(fd);
+        listener_update_readiness(l, connection_waiting(l->fd));
+        session_reply_error(s, req, PROTO_E_OUT_OF_MEMORY, "out of memory");
+        return;
+    }
+    c->state = TCP_CONNECTED;
+    c->has_local = true;
+    inherit_options(l, c);
+    r = session_add_resource(s, &c->res, &tcp_ops);
+    if (r < 0) {
+        close_with_reset(fd);
+        free(c);
+        listener_update_readiness(l, connection_waiting(l->fd));
+        session_reply_error(s, req, r == -ENOSPC ? PROTO_E_NEW_SOCKET_LIMIT
+                                                 : PROTO_E_OUT_OF_MEMORY,
+                            "no handle available");
+        return;
+    }
+    session_usage(s)->sockets++;
+    err = start_relay(c);
+    if (err != PROTO_OK) {
+        resource *taken = session_take_resource(s, c->res.handle, &tcp_ops);
+        if (taken != NULL) {
+            tcp_destroy(taken);
+        }
+        listener_update_readiness(l, connection_waiting(l->fd));
+        session_reply_error(s, req, err, "cannot relay the connection");
+        return;
+    }
+
+    proto_reply_ok(req, &reply);
+    reply.new_handle = c->res.handle;
+    reply.family = c->family;
+    reply.more = connection_waiting(l->fd);
+    listener_update_readiness(l, reply.more); /* events before the reply */
+    reply_with_streams(s, c, &reply);
+}
+
+/* --- shutdown, drop, addresses, streams ---------------------------------------------- */
+
+static void handle_shutdown(session *s, const proto_msg *req) {
+    tcp_sock *t = find_sock(s, req);
+
+    if (t == NULL) {
+        return;
+    }
+    if (t->state != TCP_CONNECTED || t->relay == NULL) {
+        reply_invalid_state(s, req, t);
+        return;
+    }
+    if (req->how == PROTO_SHUT_RECEIVE || req->how == PROTO_SHUT_BOTH) {
+        relay_shutdown_receive(t->relay);
+    }
+    if (req->how == PROTO_SHUT_SEND || req->how == PROTO_SHUT_BOTH) {
+        relay_shutdown_send(t->relay);
+    }
+    session_reply_ok(s, req);
+}
+
+static void handle_drop(session *s, const proto_msg *req) {
+    resource *r = session_take_resource(s, req->handle, &tcp_ops);
+
+    if (r == NULL) {
+        session_reply_error(s, req, PROTO_E_INVALID_ARGUMENT, "no such handle");
+        return;
+    }
+    tcp_destroy(r);
+    session_reply_ok(s, req);
+}
+
+static void handle_local_address(session *s, const proto_msg *req) {
+    tcp_sock *t = find_sock(s, req);
+    proto_msg reply;
+    int r;
+
+    if (t == NULL) {
+        return;
+    }
+    if (t->state == TCP_UNBOUND || t->state == TCP_BIND_IN_PROGRESS ||
+        t->state == TCP_CLOSED || !t->has_local) {
+        reply_invalid_state(s, req, t);
+        return;
+    }
+    proto_reply_ok(req, &reply);
+    r = local_address(t, &reply.addr);
+    if (r < 0) {
+        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "getsockname: %s",
+                            strerror(-r));
+        return;
+    }
+    session_send(s, &reply, NULL);
+}
+
+static void handle_remote_address(session *s, const proto_msg *req) {
+    tcp_sock *t = find_sock(s, req);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    proto_msg reply;
+    int r = 0;
+
+    if (t == NULL) {
+        return;
+    }
+    if (t->state != TCP_CONNECTED) {
+        reply_invalid_state(s, req, t);
+        return;
+    }
+    proto_reply_ok(req, &reply);
+    if (getpeername(t->fd, (struct sockaddr *)&ss, &len) < 0) {
+        r = -errno;
+    } else {
+        r = sockrules_addr_from_sockaddr((struct sockaddr *)&ss, len, &reply.addr);
+    }
+    if (r < 0) {
+        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "getpeername: %s",
+                            strerror(-r));
+        return;
+    }
+    session_send(s, &reply, NULL);
+}
+
+/* 0.3 send/receive: hands out one stream descriptor, once per direction. */
+static void handle_stream(session *s, const proto_msg *req) {
+    tcp_sock *t = find_sock(s, req);
+    proto_msg reply;
+    int dir, fd;
+
+    if (t == NULL) {
+        return;
+    }
+    if (t->state != TCP_CONNECTED) {
+        reply_invalid_state(s, req, t);
+        return;
+    }
+    dir = req->direction == PROTO_DIR_SEND ? STREAM_OUTPUT : STREAM_INPUT;
+    if (t->stream_taken[dir] || t->client_fds[dir] < 0) {
+        session_reply_error(s, req, PROTO_E_INVALID_STATE, "the %s stream was already taken",
+                            dir == STREAM_OUTPUT ? "send" : "receive");
+        return;
+    }
+    fd = t->client_fds[dir];
+    t->client_fds[dir] = -1;
+    t->stream_taken[dir] = true;
+    proto_reply_ok(req, &reply);
+    reply.nfds = 1;
+    session_send(s, &reply, &fd);
+}
+
+/* --- options ------------------------------------------------------------------------- */
+
+static void handle_get_option(session *s, const proto_msg *req) {
+    tcp_sock *t = find_sock(s, req);
+    proto_msg reply;
+    int v = 0, r = 0;
+
+    if (t == NULL) {
+        return;
+    }
+    proto_reply_ok(req, &reply);
+    switch (req->option) {
+    case PROTO_OPT_KEEP_ALIVE_ENABLED:
+        r = sock_get_int(t->fd, SOL_SOCKET, SO_KEEPALIVE, &v);
+        reply.value = v != 0;
+        break;
+    case PROTO_OPT_KEEP_ALIVE_IDLE_TIME:
+        r = sock_get_int(t->fd, IPPROTO_TCP, TCP_KEEPIDLE, &v);
+        reply.value = sockrules_keepalive_time_from_kernel(v);
+        break;
+    case PROTO_OPT_KEEP_ALIVE_INTERVAL:
+        r = sock_get_int(t->fd, IPPROTO_TCP, TCP_KEEPINTVL, &v);
+        reply.value = sockrules_keepalive_time_from_kernel(v);
+        break;
+    case PROTO_OPT_KEEP_ALIVE_COUNT:
+        r = sock_get_int(t->fd, IPPROTO_TCP, TCP_KEEPCNT, &v);
+        reply.value = v < 0 ? 0 : (uint64_t)v;
+        break;
+    case PROTO_OPT_HOP_LIMIT:
+        r = sock_get_int(t->fd, hop_limit_level(t), hop_limit_name(t), &v);
+        reply.value = v < 0 ? 0 : (uint64_t)v;
+        break;
+    case PROTO_OPT_RECEIVE_BUFFER_SIZE:
+        r = sock_get_int(t->fd, SOL_SOCKET, SO_RCVBUF, &v);
+        reply.value = sockrules_buffer_size_from_kernel(v);
+        break;
+    case PROTO_OPT_SEND_BUFFER_SIZE:
+        r = sock_get_int(t->fd, SOL_SOCKET, SO_SNDBUF, &v);
+        reply.value = sockrules_buffer_size_from_kernel(v);
+        break;
+    case PROTO_OPT_IS_LISTENING:
+        reply.value = t->state == TCP_LISTENING;
+        break;
+    default:
+        session_reply_error(s, req, PROTO_E_NOT_SUPPORTED, "option %u cannot be read",
+                            (unsigned)req->option);
+        return;
+    }
+    if (r < 0) {
+        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "getsockopt: %s",
+                            strerror(-r));
+        return;
+    }
+    session_send(s, &reply, NULL);
+}
+
+static void set_backlog(session *s, const proto_msg *req, tcp_sock *t) {
+    int backlog;
+
+    if (sockrules_backlog_to_kernel(req->value, &backlog) != PROTO_OK) {
+        session_reply_error(s, req, PROTO_E_INVALID_ARGUMENT, "the backlog must not be 0");
+        return;
+    }
+    switch (t->state) {
+    case TCP_UNBOUND:
+    case TCP_BIND_IN_PROGRESS:
+    case TCP_BOUND:
+        t->backlog = backlog;
+        break;
+    case TCP_LISTEN_IN_PROGRESS:
+    case TCP_LISTENING:
+        /* Already listening in the kernel: listen(2) again resizes the
+         * queue; before that, the value waits for the first listen. */
+        if (t->listen_started && listen(t->fd, backlog) < 0) {
+            session_reply_error(s, req, PROTO_E_NOT_SUPPORTED, "cannot change the backlog");
+            return;
+        }
+        t->backlog = backlog;
+        break;
+    default:
+        reply_invalid_state(s, req, t);
+        return;
+    }
+    session_reply_ok(s, req);
+}
+
+static void handle_set_option(session *s, const proto_msg *req) {
+    tcp_sock *t = find_sock(s, req);
+    proto_err err;
+    int v = 0, r;
+    int level, name;
+
+    if (t == NULL) {
+        return;
+    }
+    if (req->option == PROTO_OPT_LISTEN_BACKLOG_SIZE) {
+        set_backlog(s, req, t);
+        return;
+    }
+    switch (req->option) {
+    case PROTO_OPT_KEEP_ALIVE_ENABLED:
+        err = sockrules_bool_to_kernel(req->value, &v);
+        level = SOL_SOCKET;
+        name = SO_KEEPALIVE;
+        break;
+    case PROTO_OPT_KEEP_ALIVE_IDLE_TIME:
+        err = sockrules_keepalive_time_to_kernel(req->value, &v);
+        level = IPPROTO_TCP;
+        name = TCP_KEEPIDLE;
+        break;
+    case PROTO_OPT_KEEP_ALIVE_INTERVAL:
+        err = sockrules_keepalive_time_to_kernel(req->value, &v);
+        level = IPPROTO_TCP;
+        name = TCP_KEEPINTVL;
+        break;
+    case PROTO_OPT_KEEP_ALIVE_COUNT:
+        err = sockrules_keepalive_count_to_kernel(req->value, &v);
+        level = IPPROTO_TCP;
+        name = TCP_KEEPCNT;
+        break;
+    case PROTO_OPT_HOP_LIMIT:
+        err = sockrules_hop_limit_to_kernel(req->value, &v);
+        level = hop_limit_level(t);
+        name = hop_limit_name(t);
+        break;
+    case PROTO_OPT_RECEIVE_BUFFER_SIZE:
+        err = sockrules_buffer_size_to_kernel(req->value, &v);
+        level = SOL_SOCKET;
+        name = SO_RCVBUF;
+        break;
+    case PROTO_OPT_SEND_BUFFER_SIZE:
+        err = sockrules_buffer_size_to_kernel(req->value, &v);
+        level = SOL_SOCKET;
+        name = SO_SNDBUF;
+        break;
+    default:
+        session_reply_error(s, req, PROTO_E_NOT_SUPPORTED, "option %u cannot be set",
+                            (unsigned)req->option);
+        return;
+    }
+    if (t->state == TCP_CLOSED) {
+        reply_invalid_state(s, req, t);
+        return;
+    }
+    if (err != PROTO_OK) {
+        session_reply_error(s, req, err, "value %llu out of range",
+                            (unsigned long long)req->value);
+        return;
+    }
+    r = sock_set_int(t->fd, level, name, v);
+    /* Buffer sizes are a hint: Linux clamps silently, and ENOBUFS from
+     * systems that refuse instead means the same. */
+    if (r == -ENOBUFS && (name == SO_RCVBUF || name == SO_SNDBUF) && level == SOL_SOCKET) {
+        r = 0;
+    }
+    if (r < 0) {
+        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "setsockopt: %s",
+                            strerror(-r));
+        return;
+    }
+    if (level == SOL_SOCKET && name == SO_RCVBUF) {
+        t->rcvbuf_set = true;
+    } else if (level == SOL_SOCKET && name == SO_SNDBUF) {
+        t->sndbuf_set = true;
+    }
+    session_reply_ok(s, req);
+}
+
+/* --- dispatch ------------------------------------------------------------------------ */
+
+void tcp_handle_request(session *s, const proto_msg *req) {
+    switch (req->type) {
+    case PROTO_TCP_CREATE:
+        handle_create(s, req);
+        return;
+    case PROTO_TCP_BIND:
+        handle_bind(s, req);
+        return;
+    case PROTO_TCP_CONNECT:
+        handle_connect(s, req);
+        return;
+    case PROTO_TCP_LISTEN:
+        handle_listen(s, req);
+        return;
+    case PROTO_TCP_FINISH:
+        handle_finish(s, req);
+        return;
+    case PROTO_TCP_ACCEPT:
+        handle_accept(s, req);
+        return;
+    case PROTO_TCP_SHUTDOWN:
+        handle_shutdown(s, req);
+        return;
+    case PROTO_TCP_DROP:
+        handle_drop(s, req);
+        return;
+    case PROTO_TCP_GET_OPTION:
+        handle_get_option(s, req);
+        return;
+    case PROTO_TCP_SET_OPTION:
+        handle_set_option(s, req);
+        return;
+    case PROTO_TCP_LOCAL_ADDRESS:
+        handle_local_address(s, req);
+        return;
+    case PROTO_TCP_REMOTE_ADDRESS:
+        handle_remote_address(s, req);
+        return;
+    case PROTO_TCP_STREAM:
+        handle_stream(s, req);
+        return;
+    }
+    session_reply_error(s, req, PROTO_E_NOT_SUPPORTED, "unknown TCP request");
+}
