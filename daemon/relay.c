@@ -1,1 +1,626 @@
-/* placeholder: being written */
+/* relay.c — moves the bytes of one connected TCP socket to and from the
+ * client's stream pipes with splice(2), never through a userspace buffer.
+ *
+ * Trust: the pipes belong to the untrusted client process, which may close
+ * its ends, stop reading, or fill pipe U at any time; the network peer is
+ * untrusted too (resets, urgent data, a window that never opens). The relay
+ * never interprets a byte. Every blocking point is a poll on exactly one
+ * descriptor, so neither side can make the daemon spin or buffer without
+ * bound: in flight per connection is at most the two pipes' kernel capacity
+ * (16 buffers each: 64 KiB written by the client into pipe U; up to one TCP
+ * buffer fragment each when spliced from the socket into pipe D).
+ *
+ * Structure: one uv_poll_t per descriptor (the socket serves both
+ * directions), a zero-delay timer that reports direction ends from the loop
+ * (so end_cb never runs inside a relay_* call), and a linger timer for
+ * relay_drop. All handles live in the relay; it is freed from the last close
+ * callback. A pipe end's poll handle is closed together with the descriptor,
+ * because closing a poll handle whose descriptor number was already reused
+ * would unregister the new owner's descriptor from epoll.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "relay.h"
+
+/* Bytes asked of one splice call: one default pipe's capacity, so a single
+ * call can fill or drain a pipe. */
+#define RELAY_SPLICE_CHUNK (64 * 1024)
+
+/* Splice calls per direction per wakeup before yielding to the loop: with
+ * 64 KiB chunks that is at most 1 MiB, so one busy connection cannot starve
+ * the others (level-triggered polls bring us back at once if more is ready). */
+#define RELAY_SPLICES_PER_WAKEUP 16
+
+/* How long a dropped relay may wait for the socket to accept the bytes the
+ * client wrote before the drop. Long enough for a slow but live peer to open
+ * its window (several retransmission timeouts); short enough that a peer that
+ * never reads cannot pin a dropped connection's resources for long. */
+#define RELAY_LINGER_MS 10000
+
+/* Unread incoming data at close(2) makes the kernel send a reset, which can
+ * destroy our own last bytes still in flight to the peer. Before closing a
+ * dropped socket we discard at most this many chunks of incoming data; a
+ * peer sending more than that gets the reset it asked for. */
+#define RELAY_DRAIN_ROUNDS 16
+
+/* Where the download direction (socket -> pipe D) waits. */
+enum download_state {
+    DOWNLOAD_WAIT_SOCKET, /* pipe D has room; waiting for the socket readable */
+    DOWNLOAD_WAIT_PIPE,   /* pipe D is full; waiting for the client to read */
+    DOWNLOAD_ENDED,       /* pipe D's write end is closed; never restarts */
+};
+
+/* Where the upload direction (pipe U -> socket) waits. */
+enum upload_state {
+    UPLOAD_WAIT_PIPE,   /* the socket has room; waiting for client bytes */
+    UPLOAD_WAIT_SOCKET, /* the socket's send buffer is full */
+    UPLOAD_ENDED,       /* pipe U's read end is closed; never restarts */
+};
+
+struct relay {
+    int sock;                /* borrowed until relay_drop, then owned */
+    int download_pipe_write; /* pipe D write end, -1 once closed */
+    int upload_pipe_read;    /* pipe U read end, -1 once closed */
+
+    uv_poll_t sock_poll;
+    uv_poll_t download_pipe_poll;
+    uv_poll_t upload_pipe_poll;
+    uv_timer_t report_timer; /* zero-delay: delivers end reports from the loop */
+    uv_timer_t linger_timer; /* bounds the forwarding after relay_drop */
+
+    /* Events each poll handle is currently started with (0 = stopped), so
+     * unchanged interests cost no epoll_ctl. */
+    int sock_events;
+    int download_pipe_events;
+    int upload_pipe_events;
+
+    enum download_state download;
+    enum upload_state upload;
+
+    /* Set by shutdown_send and drop: only upload_remaining more bytes of
+     * pipe U are forwarded, then the upload direction completes. */
+    bool upload_limited;
+    size_t upload_remaining;
+
+    bool receive_shut; /* shutdown(SHUT_RD) done */
+    bool send_shut;    /* shutdown(SHUT_WR) done */
+
+    relay_end_cb end_cb;
+    void *cb_data;
+    bool report_pending[2]; /* indexed by `download` */
+    int report_error[2];
+
+    bool dropped;  /* relay_drop was called: no more reports */
+    bool finished; /* all handles are closing */
+    bool counted;  /* included in live_relay_count */
+    int open_handles;
+};
+
+static unsigned live_relay_count;
+
+static void relay_on_handle_closed(uv_handle_t *handle) {
+    relay *r = handle->data;
+
+    r->open_handles--;
+    if (r->open_handles > 0) {
+        return;
+    }
+    if (r->counted) {
+        live_relay_count--;
+    }
+    free(r);
+}
+
+/* Stops polling `fd`, closes its handle and the descriptor, and sets *fd to
+ * -1. The handle is closed first: libuv allows closing the descriptor right
+ * after uv_close, never before. */
+static void relay_close_polled_fd(uv_poll_t *poll_handle, int *fd, int *events) {
+    if (*fd < 0) {
+        return;
+    }
+    uv_close((uv_handle_t *)poll_handle, relay_on_handle_closed);
+    close(*fd);
+    *fd = -1;
+    *events = 0;
+}
+
+static void relay_on_report_timer(uv_timer_t *timer) {
+    relay *r = timer->data;
+
+    /* Download first, then upload; end_cb may drop the relay, after which
+     * nothing more is reported (the memory stays valid until the close
+     * callbacks run, later in this loop iteration). */
+    for (int i = 1; i >= 0; i--) {
+        if (r->dropped) {
+            return;
+        }
+        if (!r->report_pending[i]) {
+            continue;
+        }
+        r->report_pending[i] = false;
+        if (r->end_cb != NULL) {
+            r->end_cb(r->cb_data, i == 1, r->report_error[i]);
+        }
+    }
+}
+
+/* Queues the once-per-direction end report; it runs from the loop so that
+ * callers of relay_* never see end_cb re-enter them. */
+static void relay_report_end(relay *r, bool download, int err) {
+    if (r->dropped) {
+        return;
+    }
+    r->report_pending[download] = true;
+    r->report_error[download] = err;
+    uv_timer_start(&r->report_timer, relay_on_report_timer, 0, 0);
+}
+
+/* Zero-timeout readiness test of one descriptor: returns the revents. */
+static short fd_ready_now(int fd, short events) {
+    struct pollfd pfd = {.fd = fd, .events = events};
+
+    if (poll(&pfd, 1, 0) <= 0) {
+        return 0;
+    }
+    return pfd.revents;
+}
+
+static void relay_end_download(relay *r, int err) {
+    if (r->download == DOWNLOAD_ENDED) {
+        return;
+    }
+    r->download = DOWNLOAD_ENDED;
+    relay_close_polled_fd(&r->download_pipe_poll, &r->download_pipe_write,
+                          &r->download_pipe_events);
+    relay_report_end(r, true, err);
+}
+
+static void relay_end_upload(relay *r, int err) {
+    if (r->upload == UPLOAD_ENDED) {
+        return;
+    }
+    r->upload = UPLOAD_ENDED;
+    r->upload_limited = false;
+    r->upload_remaining = 0;
+    relay_close_polled_fd(&r->upload_pipe_poll, &r->upload_pipe_read, &r->upload_pipe_events);
+    relay_report_end(r, false, err);
+}
+
+/* The socket failed (reset, timeout, ...): no byte can move in either
+ * direction any more, so both end with the same error (the kernel hands the
+ * error out only once, to whichever direction asks first). Closing pipe U's
+ * read end makes the client's further writes fail with EPIPE. */
+static void relay_connection_failed(relay *r, int err) {
+    relay_end_download(r, err);
+    relay_end_upload(r, err);
+}
+
+/* Discards what the peer sent and nobody will read, so that close(2) ends
+ * the connection with a FIN after our data rather than a reset. */
+static void relay_discard_unread_input(relay *r) {
+    for (int i = 0; i < RELAY_DRAIN_ROUNDS; i++) {
+        ssize_t n = recv(r->sock, NULL, RELAY_SPLICE_CHUNK, MSG_TRUNC | MSG_DONTWAIT);
+        if (n <= 0 && !(n < 0 && errno == EINTR)) {
+            return;
+        }
+    }
+}
+
+/* Final step of relay_drop: closes every handle and descriptor. When bytes
+ * the client wrote could not be forwarded, the socket is reset rather than
+ * closed, so the peer cannot mistake a truncated stream for a complete one. */
+static void relay_finish_drop(relay *r, bool all_forwarded) {
+    if (r->finished) {
+        return;
+    }
+    r->finished = true;
+    r->download = DOWNLOAD_ENDED;
+    r->upload = UPLOAD_ENDED;
+    relay_close_polled_fd(&r->download_pipe_poll, &r->download_pipe_write,
+                          &r->download_pipe_events);
+    relay_close_polled_fd(&r->upload_pipe_poll, &r->upload_pipe_read, &r->upload_pipe_events);
+    uv_close((uv_handle_t *)&r->sock_poll, relay_on_handle_closed);
+    uv_close((uv_handle_t *)&r->report_timer, relay_on_handle_closed);
+    uv_close((uv_handle_t *)&r->linger_timer, relay_on_handle_closed);
+    r->sock_events = 0;
+
+    if (all_forwarded) {
+        relay_discard_unread_input(r);
+    } else {
+        struct linger abort_on_close = {.l_onoff = 1, .l_linger = 0};
+        (void)setsockopt(r->sock, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
+    }
+    close(r->sock);
+    r->sock = -1;
+}
+
+/* The upload direction forwarded everything it was asked to: the client
+ * closed its output (pipe empty and writer gone), or the byte count of a
+ * shutdown_send or drop was reached. */
+static void relay_complete_upload(relay *r) {
+    if (r->dropped) {
+        relay_finish_drop(r, true);
+        return;
+    }
+    if (!r->send_shut) {
+        (void)shutdown(r->sock, SHUT_WR);
+        r->send_shut = true;
+    }
+    relay_end_upload(r, 0);
+}
+
+/* splice(2) stops in front of TCP urgent data: it reports EAGAIN while the
+ * socket stays readable (the loop would spin), or 0 if the FIN is already
+ * queued (the rest of the stream would be lost). Returns whether the socket
+ * is at the urgent mark, where relay_download_step_over_urgent_mark helps. */
+static bool relay_download_at_urgent_mark(relay *r) {
+    int at_mark = 0;
+
+    return ioctl(r->sock, SIOCATMARK, &at_mark) == 0 && at_mark;
+}
+
+/* One recv(2) of a single byte moves past the urgent mark (the urgent byte
+ * itself is not part of the stream unless SO_OOBINLINE is set); the byte
+ * received goes to pipe D, which has room (splice only stops at the mark
+ * with room in the pipe, and only the relay writes to it). Returns the recv
+ * result, with errno set when negative. */
+static ssize_t relay_download_step_over_urgent_mark(relay *r) {
+    unsigned char byte;
+    ssize_t n;
+
+    do {
+        n = recv(r->sock, &byte, 1, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n == 1 && write(r->download_pipe_write, &byte, 1) != 1) {
+        /* Cannot happen while the pipe has room; losing the byte silently
+         * would corrupt the stream, so fail the connection instead. */
+        errno = EIO;
+        return -1;
+    }
+    return n;
+}
+
+/* Moves socket -> pipe D until one of them blocks, the stream ends, or the
+ * per-wakeup budget is spent, and records where to wait next. */
+static void relay_pump_download(relay *r) {
+    for (int i = 0; i < RELAY_SPLICES_PER_WAKEUP; i++) {
+        if (r->download == DOWNLOAD_ENDED) {
+            return;
+        }
+        ssize_t n = splice(r->sock, NULL, r->download_pipe_write, NULL, RELAY_SPLICE_CHUNK,
+                           SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+        if (n > 0) {
+            continue;
+        }
+        int err = n == 0 ? 0 : errno;
+        if (err == EINTR) {
+            continue;
+        }
+        if (err == EAGAIN && !(fd_ready_now(r->download_pipe_write, POLLOUT) & POLLOUT)) {
+            /* Pipe D is full: wait for the client to read. */
+            r->download = DOWNLOAD_WAIT_PIPE;
+            return;
+        }
+        if ((err == 0 || err == EAGAIN) && relay_download_at_urgent_mark(r)) {
+            n = relay_download_step_over_urgent_mark(r);
+            err = n < 0 ? errno : 0;
+            if (n > 0 || err == EAGAIN) {
+                continue;
+            }
+        }
+        if (err == EAGAIN) {
+            /* The socket is empty. */
+            r->download = DOWNLOAD_WAIT_SOCKET;
+            return;
+        }
+        if (err == 0) {
+            /* Peer FIN: the client reads everything in pipe D, then EOF. */
+            relay_end_download(r, 0);
+            return;
+        }
+        if (err == EPIPE && (fd_ready_now(r->download_pipe_write, POLLOUT) & POLLERR)) {
+            /* The client closed its input stream: stop receiving. */
+            if (!r->receive_shut) {
+                (void)shutdown(r->sock, SHUT_RD);
+                r->receive_shut = true;
+            }
+            relay_end_download(r, 0);
+            return;
+        }
+        relay_connection_failed(r, -err);
+        return;
+    }
+}
+
+/* Moves pipe U -> socket, honouring the byte limit of shutdown_send/drop. */
+static void relay_pump_upload(relay *r) {
+    for (int i = 0; i < RELAY_SPLICES_PER_WAKEUP; i++) {
+        if (r->upload == UPLOAD_ENDED) {
+            return;
+        }
+        size_t len = RELAY_SPLICE_CHUNK;
+        if (r->upload_limited) {
+            if (r->upload_remaining == 0) {
+                relay_complete_upload(r);
+                return;
+            }
+            if (len > r->upload_remaining) {
+                len = r->upload_remaining;
+            }
+        }
+        ssize_t n = splice(r->upload_pipe_read, NULL, r->sock, NULL, len,
+                           SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+        if (n > 0) {
+            if (r->upload_limited) {
+                r->upload_remaining -= (size_t)n;
+                if (r->upload_remaining == 0) {
+                    relay_complete_upload(r);
+                    return;
+                }
+            }
+            continue;
+        }
+        if (n == 0) {
+            /* Pipe U is empty and the client closed its output stream. */
+            relay_complete_upload(r);
+            return;
+        }
+        int err = errno;
+        if (err == EINTR) {
+            continue;
+        }
+        if (err == EAGAIN) {
+            /* Either pipe U is empty or the socket's send buffer is full. */
+            r->upload =
+                (fd_ready_now(r->sock, POLLOUT) & POLLOUT) ? UPLOAD_WAIT_PIPE : UPLOAD_WAIT_SOCKET;
+            return;
+        }
+        if (r->dropped) {
+            relay_finish_drop(r, false);
+            return;
+        }
+        relay_connection_failed(r, -err);
+        return;
+    }
+}
+
+/* Starts, changes or stops one poll handle to match `events`. */
+static void relay_set_poll(uv_poll_t *handle, int *current, int events, uv_poll_cb cb) {
+    if (events == *current) {
+        return;
+    }
+    if (events == 0) {
+        uv_poll_stop(handle);
+    } else {
+        /* Cannot fail for an open, non-closing handle (libuv 1.x). */
+        (void)uv_poll_start(handle, events, cb);
+    }
+    *current = events;
+}
+
+static void relay_on_sock_event(uv_poll_t *handle, int status, int events);
+static void relay_on_download_pipe_event(uv_poll_t *handle, int status, int events);
+static void relay_on_upload_pipe_event(uv_poll_t *handle, int status, int events);
+
+/* Derives every poll interest from the two direction states. */
+static void relay_update_polls(relay *r) {
+    if (r->finished) {
+        return;
+    }
+    int sock_events = 0;
+    if (r->download == DOWNLOAD_WAIT_SOCKET) {
+        sock_events |= UV_READABLE;
+    }
+    if (r->upload == UPLOAD_WAIT_SOCKET) {
+        sock_events |= UV_WRITABLE;
+    }
+    relay_set_poll(&r->sock_poll, &r->sock_events, sock_events, relay_on_sock_event);
+    if (r->download_pipe_write >= 0) {
+        relay_set_poll(&r->download_pipe_poll, &r->download_pipe_events,
+                       r->download == DOWNLOAD_WAIT_PIPE ? UV_WRITABLE : 0,
+                       relay_on_download_pipe_event);
+    }
+    if (r->upload_pipe_read >= 0) {
+        relay_set_poll(&r->upload_pipe_poll, &r->upload_pipe_events,
+                       r->upload == UPLOAD_WAIT_PIPE ? UV_READABLE : 0, relay_on_upload_pipe_event);
+    }
+}
+
+/* A negative status means libuv saw POLLERR and stopped the handle; the
+ * splice calls then report the real error (reset, EPIPE), so it is handled
+ * like readiness of everything the handle was watching. */
+static void relay_on_sock_event(uv_poll_t *handle, int status, int events) {
+    relay *r = handle->data;
+    int watched = r->sock_events;
+
+    if (status < 0) {
+        r->sock_events = 0;
+        events = watched;
+    }
+    if ((events & UV_READABLE) && r->download == DOWNLOAD_WAIT_SOCKET) {
+        relay_pump_download(r);
+    }
+    if ((events & UV_WRITABLE) && r->upload == UPLOAD_WAIT_SOCKET) {
+        relay_pump_upload(r);
+    }
+    relay_update_polls(r);
+}
+
+static void relay_on_download_pipe_event(uv_poll_t *handle, int status, int events) {
+    relay *r = handle->data;
+
+    (void)events;
+    if (status < 0) {
+        r->download_pipe_events = 0;
+    }
+    if (r->download == DOWNLOAD_WAIT_PIPE) {
+        relay_pump_download(r);
+    }
+    relay_update_polls(r);
+}
+
+static void relay_on_upload_pipe_event(uv_poll_t *handle, int status, int events) {
+    relay *r = handle->data;
+
+    (void)events;
+    if (status < 0) {
+        r->upload_pipe_events = 0;
+    }
+    if (r->upload == UPLOAD_WAIT_PIPE) {
+        relay_pump_upload(r);
+    }
+    relay_update_polls(r);
+}
+
+static void relay_on_linger_timeout(uv_timer_t *timer) {
+    relay *r = timer->data;
+
+    relay_finish_drop(r, false);
+}
+
+int relay_new(uv_loop_t *loop, int sock, relay_end_cb end_cb, void *cb_data, relay **out,
+              int *client_input, int *client_output) {
+    int download_pipe[2]; /* pipe D: [0] client reads, [1] relay writes */
+    int upload_pipe[2];   /* pipe U: [0] relay reads, [1] client writes */
+    relay *r;
+    int err;
+
+    /* O_NONBLOCK on both ends: the client's ends share their file status
+     * flags with the client process after SCM_RIGHTS. */
+    if (pipe2(download_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        return -errno;
+    }
+    if (pipe2(upload_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        err = -errno;
+        close(download_pipe[0]);
+        close(download_pipe[1]);
+        return err;
+    }
+    r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        err = -ENOMEM;
+        goto fail_pipes;
+    }
+    r->sock = sock;
+    r->download_pipe_write = download_pipe[1];
+    r->upload_pipe_read = upload_pipe[0];
+    r->end_cb = end_cb;
+    r->cb_data = cb_data;
+
+    /* The socket's handle first: it is the one that fails when the caller
+     * still polls `sock` (UV_EEXIST), and nothing needs closing yet then. */
+    err = uv_poll_init(loop, &r->sock_poll, sock);
+    if (err < 0) {
+        free(r);
+        goto fail_pipes;
+    }
+    r->sock_poll.data = r;
+    r->open_handles = 1;
+    err = uv_poll_init(loop, &r->download_pipe_poll, r->download_pipe_write);
+    if (err < 0) {
+        goto fail_handles;
+    }
+    r->download_pipe_poll.data = r;
+    r->open_handles++;
+    err = uv_poll_init(loop, &r->upload_pipe_poll, r->upload_pipe_read);
+    if (err < 0) {
+        goto fail_handles;
+    }
+    r->upload_pipe_poll.data = r;
+    r->open_handles++;
+    uv_timer_init(loop, &r->report_timer);
+    r->report_timer.data = r;
+    uv_timer_init(loop, &r->linger_timer);
+    r->linger_timer.data = r;
+    r->open_handles += 2;
+
+    r->download = DOWNLOAD_WAIT_SOCKET;
+    r->upload = UPLOAD_WAIT_PIPE;
+    r->counted = true;
+    live_relay_count++;
+    relay_update_polls(r);
+
+    *out = r;
+    *client_input = download_pipe[0];
+    *client_output = upload_pipe[1];
+    return 0;
+
+fail_handles:
+    /* The struct is freed by the last close callback; it is not counted. */
+    r->finished = true;
+    if (r->open_handles == 2) {
+        uv_close((uv_handle_t *)&r->download_pipe_poll, relay_on_handle_closed);
+    }
+    uv_close((uv_handle_t *)&r->sock_poll, relay_on_handle_closed);
+fail_pipes:
+    close(download_pipe[0]);
+    close(download_pipe[1]);
+    close(upload_pipe[0]);
+    close(upload_pipe[1]);
+    return err;
+}
+
+void relay_shutdown_receive(relay *r) {
+    if (!r->receive_shut) {
+        (void)shutdown(r->sock, SHUT_RD);
+        r->receive_shut = true;
+    }
+    relay_end_download(r, 0);
+    relay_update_polls(r);
+}
+
+void relay_shutdown_send(relay *r) {
+    int queued = 0;
+
+    if (r->upload == UPLOAD_ENDED || r->upload_limited) {
+        return;
+    }
+    if (ioctl(r->upload_pipe_read, FIONREAD, &queued) < 0 || queued < 0) {
+        queued = 0;
+    }
+    r->upload_limited = true;
+    r->upload_remaining = (size_t)queued;
+    relay_pump_upload(r);
+    relay_update_polls(r);
+}
+
+void relay_drop(relay *r) {
+    int queued = 0;
+
+    r->dropped = true;
+    r->report_pending[0] = false;
+    r->report_pending[1] = false;
+    uv_timer_stop(&r->report_timer);
+
+    r->download = DOWNLOAD_ENDED;
+    relay_close_polled_fd(&r->download_pipe_poll, &r->download_pipe_write,
+                          &r->download_pipe_events);
+    if (r->upload == UPLOAD_ENDED) {
+        relay_finish_drop(r, true);
+        return;
+    }
+    if (ioctl(r->upload_pipe_read, FIONREAD, &queued) < 0 || queued < 0) {
+        queued = 0;
+    }
+    if (!r->upload_limited || (size_t)queued < r->upload_remaining) {
+        r->upload_remaining = (size_t)queued;
+    }
+    r->upload_limited = true;
+    relay_pump_upload(r);
+    if (r->finished) {
+        return;
+    }
+    uv_timer_start(&r->linger_timer, relay_on_linger_timeout, RELAY_LINGER_MS, 0);
+    relay_update_polls(r);
+}
+
+unsigned relay_count(void) {
+    return live_relay_count;
+}
