@@ -34,6 +34,9 @@
 /* Clients open at the same time in the many-clients test. */
 #define MANY_CLIENTS 32
 
+/* Connections open at the same time in one session in the cleanup test. */
+#define MANY_CONNECTIONS 50
+
 /* ------------------------------------------------------------------ handshake */
 
 START_TEST(test_handshake_tenants_and_shapes) {
@@ -73,6 +76,19 @@ START_TEST(test_handshake_refusals) {
     o.socket_path = d->socket_path;
     o.size = 0;
     ITEST_EXPECT(wasock_client_open(&o, &c), WASOCK_E_INVALID_ARGUMENT);
+
+    wasock_client_opts_init(&o);
+    o.socket_path = d->socket_path;
+    o.wasi_version = 0;
+    ITEST_EXPECT(wasock_client_open(&o, &c), WASOCK_E_INVALID_ARGUMENT);
+    char long_tenant[PROTO_TENANT_MAX + 2];
+    memset(long_tenant, 't', sizeof long_tenant - 1);
+    long_tenant[sizeof long_tenant - 1] = '\0';
+    wasock_client_opts_init(&o);
+    o.socket_path = d->socket_path;
+    o.tenant = long_tenant;
+    ITEST_EXPECT(wasock_client_open(&o, &c), WASOCK_E_INVALID_ARGUMENT);
+    ck_assert_ptr_null(c);
 
     /* Nobody listens there. */
     char missing[ITEST_PATH_MAX + 16];
@@ -531,6 +547,48 @@ START_TEST(test_client_close_cleanup) {
 }
 END_TEST
 
+/* Many connections in one session, each carrying data, then dropped in
+ * both shapes: every relay and descriptor goes away. */
+START_TEST(test_many_connections_cleanup) {
+    itest_daemon *d = itest_fixture_daemon();
+    (void)warm_baseline(d);
+    for (int wasi = 2; wasi <= 3; wasi++) {
+        wasock_client *c = itest_client_open(d, wasi, NULL);
+        /* The baseline includes this session: the drops alone must bring
+         * the count back, without the session's end cleaning up. */
+        int before = itest_daemon_settled_fd_count(d);
+        uint16_t port;
+        wasock_tcp *l = itest_listener(c, WASOCK_IPV4, &port);
+        itest_conn clients[MANY_CONNECTIONS], servers[MANY_CONNECTIONS];
+        for (int i = 0; i < MANY_CONNECTIONS; i++) {
+            itest_connect_to(c, WASOCK_IPV4, port, &clients[i]);
+            itest_accept(c, l, &servers[i]);
+        }
+        for (int i = 0; i < MANY_CONNECTIONS; i++) {
+            itest_send_expect(clients[i].out, servers[i].in, "request");
+            itest_send_expect(servers[i].out, clients[i].in, "response");
+        }
+        /* Half closed by the server first, half by the client first. */
+        for (int i = 0; i < MANY_CONNECTIONS; i++) {
+            if (i % 2 == 0) {
+                itest_conn_close(&servers[i]);
+                ck_assert_int_eq(itest_read_to_eof(clients[i].in, ITEST_WAIT_MS), 0);
+                itest_conn_close(&clients[i]);
+            } else {
+                itest_conn_close(&clients[i]);
+                ck_assert_int_eq(itest_read_to_eof(servers[i].in, ITEST_WAIT_MS), 0);
+                itest_conn_close(&servers[i]);
+            }
+        }
+        wasock_tcp_drop(l);
+        int after = itest_daemon_wait_fd_count(d, before, 2 * ITEST_WAIT_MS);
+        ck_assert_msg(after <= before, "0.%d: daemon fds %d before, %d after %d connections",
+                      wasi, before, after, MANY_CONNECTIONS);
+        wasock_client_close(c);
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------------------ daemon gone */
 
 static void expect_all_calls_fail_with_daemon(wasock_client *c, wasock_tcp *fresh,
@@ -745,6 +803,7 @@ static Suite *session_suite(void) {
         {"handles", test_handles_per_session},
         {"crash_cleanup", test_client_crash_cleanup},
         {"close_cleanup", test_client_close_cleanup},
+        {"connections_cleanup", test_many_connections_cleanup},
         {"daemon_gone", test_daemon_gone},
         {"daemon_gone_blocking", test_daemon_gone_during_blocking_call},
         {"threads", test_threads_share_one_client},
