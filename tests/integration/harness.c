@@ -476,6 +476,9 @@ int itest_daemon_wait_fd_count(const itest_daemon *d, int limit, int timeout_ms)
         sleep_ms(ITEST_POLL_STEP_MS);
         count = itest_daemon_fd_count(d);
     }
+    if (getenv("ITEST_VERBOSE") != NULL) {
+        fprintf(stderr, "wasockd holds %d descriptors (at most %d expected)\n", count, limit);
+    }
     return count;
 }
 
