@@ -21,6 +21,8 @@
 #ifndef WASOCKD_RELAY_H
 #define WASOCKD_RELAY_H
 
+#include <stdbool.h>
+
 #include <uv.h>
 
 typedef struct relay relay;
