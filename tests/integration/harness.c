@@ -35,12 +35,22 @@
  * descriptor count changing). */
 #define ITEST_POLL_STEP_MS 10
 
+/* The file in a daemon's directory naming the test case that started it. */
+#define ITEST_TEST_NAME_FILE "test-case"
+
 /* Largest piece written or read at once by the stream helpers. */
 #define ITEST_IO_CHUNK (64 * 1024)
 
-/* Daemons started by this process and not yet stopped: stopped by the
- * atexit handler when a test fails (Check then exits from the assertion,
- * skipping the teardown). */
+/* A failed assertion ends a forked test process at once (no teardown, no
+ * atexit handlers), so cleanup happens in three places: the daemon dies
+ * with its test process (PR_SET_PDEATHSIG); the runner process, which
+ * created run_dir, prints the logs of the daemons whose directories are
+ * still there after the suite (their tests did not stop them) and removes
+ * everything; and, when tests run without fork (CK_FORK=no), an atexit
+ * handler stops the daemons still registered below. */
+static char run_dir[ITEST_PATH_MAX];
+
+/* Daemons started by this process and not yet stopped. */
 static itest_daemon *running_daemons[ITEST_MAX_DAEMONS];
 static pid_t running_daemons_owner;
 static bool atexit_registered;
@@ -253,23 +263,43 @@ static void exec_daemon(const char *wasockd, const itest_daemon *d, int log_fd,
     _exit(127);
 }
 
+/* Where temporary directories go: $TMPDIR if short, else /tmp. A short
+ * base keeps socket paths well below sun_path's 108 bytes. */
+static const char *temp_base(void) {
+    const char *tmp = getenv("TMPDIR");
+    return tmp == NULL || tmp[0] == '\0' || strlen(tmp) > 60 ? "/tmp" : tmp;
+}
+
 static void set_path(char *dst, const char *dir, const char *name) {
     int n = snprintf(dst, ITEST_PATH_MAX, "%s/%s", dir, name);
     ck_assert_msg(n > 0 && n < ITEST_PATH_MAX, "path too long: %s/%s", dir, name);
+}
+
+/* Notes in the daemon's directory which test case uses it, for the
+ * runner's report. Check names the test case only while a test body runs
+ * (not in fixtures), so this is called from helpers test bodies use. */
+static void note_test_case(const itest_daemon *d) {
+    const char *test_case = tcase_name();
+    char name_path[ITEST_PATH_MAX];
+    if (test_case == NULL || d->dir[0] == '\0') {
+        return;
+    }
+    int n = snprintf(name_path, sizeof name_path, "%s/%s", d->dir, ITEST_TEST_NAME_FILE);
+    if (n > 0 && (size_t)n < sizeof name_path && access(name_path, F_OK) != 0) {
+        (void)write_file(name_path, test_case);
+    }
 }
 
 /* Creates the daemon's temporary directory with its log and policy files;
  * the socket goes there too unless socket_path names another place. */
 static void prepare_daemon(itest_daemon *d, const char *socket_path, const char *policy_yaml) {
     memset(d, 0, sizeof *d);
-    const char *tmp = getenv("TMPDIR");
-    /* A short base keeps the socket path well below sun_path's 108 bytes. */
-    if (tmp == NULL || strlen(tmp) > 60) {
-        tmp = "/tmp";
-    }
-    int n = snprintf(d->dir, sizeof d->dir, "%s/wasockd-itest-XXXXXX", tmp);
+    int n = run_dir[0] != '\0' ? snprintf(d->dir, sizeof d->dir, "%s/d-XXXXXX", run_dir)
+                               : snprintf(d->dir, sizeof d->dir, "%s/wasockd-itest-XXXXXX",
+                                          temp_base());
     ck_assert(n > 0 && (size_t)n < sizeof d->dir);
     ck_assert_msg(mkdtemp(d->dir) != NULL, "mkdtemp: %s", strerror(errno));
+
     if (socket_path != NULL) {
         size_t len = strlen(socket_path);
         ck_assert(len < sizeof d->socket_path);
@@ -491,6 +521,7 @@ void itest_fixture_teardown(void) {
 }
 
 itest_daemon *itest_fixture_daemon(void) {
+    note_test_case(&fixture_daemon);
     return &fixture_daemon;
 }
 
@@ -508,11 +539,59 @@ void itest_tcase_defaults(TCase *tc) {
     tcase_set_timeout(tc, ITEST_TCASE_TIMEOUT_S);
 }
 
+/* Prints the log of every daemon whose directory is still in run_dir (its
+ * test ended without stopping it, i.e. failed) and removes run_dir. */
+static void report_and_remove_run_dir(void) {
+    DIR *dp = opendir(run_dir);
+    if (dp != NULL) {
+        struct dirent *e;
+        while ((e = readdir(dp)) != NULL) {
+            if (e->d_name[0] == '.') {
+                continue;
+            }
+            itest_daemon left;
+            memset(&left, 0, sizeof left);
+            int n = snprintf(left.dir, sizeof left.dir, "%s/%s", run_dir, e->d_name);
+            if (n <= 0 || (size_t)n >= sizeof left.dir) {
+                continue;
+            }
+            /* No Check assertions here: this runs outside any test. */
+            char name_path[ITEST_PATH_MAX], name[128] = "?";
+            int a = snprintf(name_path, sizeof name_path, "%s/%s", left.dir,
+                             ITEST_TEST_NAME_FILE);
+            int b = snprintf(left.log_path, sizeof left.log_path, "%s/wasockd.log", left.dir);
+            if (a <= 0 || (size_t)a >= sizeof name_path || b <= 0 ||
+                (size_t)b >= sizeof left.log_path) {
+                continue;
+            }
+            FILE *f = fopen(name_path, "re");
+            if (f != NULL) {
+                if (fgets(name, sizeof name, f) == NULL) {
+                    memcpy(name, "?", 2);
+                }
+                fclose(f);
+            }
+            fprintf(stderr, "test \"%s\" ended without stopping its wasockd:\n", name);
+            itest_daemon_print_log(&left);
+            remove_directory(left.dir);
+        }
+        closedir(dp);
+    }
+    rmdir(run_dir);
+    run_dir[0] = '\0';
+}
+
 int itest_run_suite(Suite *s) {
+    int n = snprintf(run_dir, sizeof run_dir, "%s/wasockd-itest-XXXXXX", temp_base());
+    if (n <= 0 || (size_t)n >= sizeof run_dir || mkdtemp(run_dir) == NULL) {
+        fprintf(stderr, "cannot create a temporary directory under %s\n", temp_base());
+        return EXIT_FAILURE;
+    }
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    report_and_remove_run_dir();
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
@@ -520,6 +599,7 @@ int itest_run_suite(Suite *s) {
 
 wasock_err itest_client_try_open(const itest_daemon *d, int wasi_version, const char *tenant,
                                  char *err, size_t err_len, wasock_client **out) {
+    note_test_case(d);
     wasock_client_opts o;
     wasock_client_opts_init(&o);
     o.socket_path = d->socket_path;
