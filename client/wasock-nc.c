@@ -330,7 +330,7 @@ static int check_stream_end(const struct nc_options *o, wasock_client *c, wasock
     if (err != WASOCK_OK)
         return report_failure(o, "receive", err);
     if (o->verbose)
-        fprintf(stderr, "wasock-nc: %s closed the connection\n", o->address_text);
+        fprintf(stderr, "wasock-nc: the peer closed the connection\n");
     return NC_EXIT_OK;
 }
 
