@@ -248,6 +248,11 @@ static int output_reserve(session *s) {
     size_t cap;
     uint8_t *grown;
 
+    /* The buffer never grows past the cap plus one frame. */
+    if (need > SESSION_OUTPUT_MAX + PROTO_MAX_FRAME) {
+        return -ENOBUFS;
+    }
+
     if (s->out_tail + PROTO_MAX_FRAME <= s->out_cap) {
         return 0;
     }
@@ -259,12 +264,12 @@ static int output_reserve(session *s) {
             return 0;
         }
     }
-    if (unsent >= SESSION_OUTPUT_MAX) {
-        return -ENOBUFS;
-    }
     cap = s->out_cap == 0 ? SESSION_OUTPUT_INITIAL : s->out_cap;
     while (cap < need) {
         cap *= 2;
+    }
+    if (cap > SESSION_OUTPUT_MAX + PROTO_MAX_FRAME) {
+        cap = SESSION_OUTPUT_MAX + PROTO_MAX_FRAME;
     }
     grown = realloc(s->out, cap);
     if (grown == NULL) {
@@ -697,6 +702,9 @@ static void session_read(session *s) {
             return;
         }
         if (n == 0) {
+            /* Replies to what the client sent before closing its side go
+             * out if the socket takes them now; nobody waits for more. */
+            session_flush(s);
             session_close(s, "client closed the connection");
             return;
         }
