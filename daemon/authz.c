@@ -54,8 +54,8 @@ proto_err authz_decide(session *s, const authz_query *q) {
         action = v.prompt_on_no_agent == POLICY_ALLOW ? POLICY_ALLOW : POLICY_DENY;
         log_info("session %llu tenant %s: %s asks for a prompt (%s) but no prompt agent is "
                  "available: applying %s",
-                 (unsigned long long)session_id(s), req.tenant, policy_op_name(q->op),
-                 v.decided_by, policy_action_name(action));
+                 (unsigned long long)session_id(s), req.tenant, policy_op_name(q->op), v.decided_by,
+                 policy_action_name(action));
     }
 
     if (log_enabled(LOG_LEVEL_DEBUG)) {

@@ -18,11 +18,11 @@
 /* One question about an operation of a session's resource. */
 typedef struct authz_query {
     policy_op op;
-    bool implicit;           /* an implicit bind done for a connect or listen */
-    const proto_addr *local; /* our address, or NULL */
+    bool implicit;             /* an implicit bind done for a connect or listen */
+    const proto_addr *local;   /* our address, or NULL */
     bool local_port_ephemeral; /* the kernel chose local's port (bound to port 0) */
-    const proto_addr *remote;/* the other end, or NULL */
-    uint32_t handle;         /* the resource asking (for logs) */
+    const proto_addr *remote;  /* the other end, or NULL */
+    uint32_t handle;           /* the resource asking (for logs) */
 } authz_query;
 
 /* Decides with the session's tenant and the server's current policy.

@@ -56,8 +56,7 @@ proto_err errmap_errno(int err, unsigned flags) {
     case EINVAL:
         return PROTO_E_INVALID_ARGUMENT;
     case EAFNOSUPPORT:
-        return (flags & ERRMAP_ADDRESS_GIVEN) ? PROTO_E_INVALID_ARGUMENT
-                                              : PROTO_E_NOT_SUPPORTED;
+        return (flags & ERRMAP_ADDRESS_GIVEN) ? PROTO_E_INVALID_ARGUMENT : PROTO_E_NOT_SUPPORTED;
     case EOPNOTSUPP: /* == ENOTSUP on Linux */
     case ENOPROTOOPT:
     case EPFNOSUPPORT:

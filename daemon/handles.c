@@ -130,8 +130,7 @@ void *handle_table_remove(handle_table *t, uint32_t handle) {
     return object;
 }
 
-void handle_table_foreach(const handle_table *t, void (*fn)(void *object, void *data),
-                          void *data) {
+void handle_table_foreach(const handle_table *t, void (*fn)(void *object, void *data), void *data) {
     for (size_t i = 0; i < t->capacity; i++) {
         if (t->slots[i].handle != 0) {
             fn(t->slots[i].object, data);

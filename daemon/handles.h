@@ -15,12 +15,13 @@ typedef struct handle_table {
     struct handle_slot {
         uint32_t handle; /* 0: empty slot */
         void *object;
-    } *slots;
+    } * slots;
     size_t capacity; /* a power of two, or 0 before the first insert */
     size_t count;
 } handle_table;
 
-#define HANDLE_TABLE_INIT { NULL, 0, 0 }
+#define HANDLE_TABLE_INIT                                                                          \
+    { NULL, 0, 0 }
 
 /* Adds handle -> object. Returns 0, -EINVAL (handle 0 or object NULL),
  * -EEXIST (handle present) or -ENOMEM. */
@@ -35,8 +36,7 @@ void *handle_table_remove(handle_table *t, uint32_t handle);
 
 /* Calls fn(object, data) for every entry, in no particular order. fn must
  * not modify the table. */
-void handle_table_foreach(const handle_table *t, void (*fn)(void *object, void *data),
-                          void *data);
+void handle_table_foreach(const handle_table *t, void (*fn)(void *object, void *data), void *data);
 
 /* Frees the table's own memory (not the objects) and empties it. */
 void handle_table_clear(handle_table *t);

@@ -42,8 +42,8 @@ void log_write(log_level level, const char *fmt, ...) LOG_PRINTF(2, 3);
 void log_always(const char *fmt, ...) LOG_PRINTF(1, 2);
 
 #define log_error(...) log_write(LOG_LEVEL_ERROR, __VA_ARGS__)
-#define log_warn(...) log_write(LOG_LEVEL_WARN, __VA_ARGS__)
-#define log_info(...) log_write(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_warn(...)  log_write(LOG_LEVEL_WARN, __VA_ARGS__)
+#define log_info(...)  log_write(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_debug(...) log_write(LOG_LEVEL_DEBUG, __VA_ARGS__)
 
 /* A token bucket per kind of message: at most `burst` messages per
@@ -58,7 +58,8 @@ typedef struct log_ratelimit {
     uint32_t suppressed;
 } log_ratelimit;
 
-#define LOG_RATELIMIT_INIT(interval_ms, burst) { (interval_ms), (burst), 0, 0, 0 }
+#define LOG_RATELIMIT_INIT(interval_ms, burst)                                                     \
+    { (interval_ms), (burst), 0, 0, 0 }
 
 /* Writes the message unless the limit is reached (then it is counted). */
 void log_write_ratelimited(log_ratelimit *rl, log_level level, const char *fmt, ...)

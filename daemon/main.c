@@ -78,8 +78,8 @@ static int parse_options(int argc, char **argv, options *o, int *exit_code) {
     int c;
 
     memset(o, 0, sizeof(*o));
-    o->socket_path = env_socket != NULL && env_socket[0] != '\0' ? env_socket
-                                                                 : WASOCK_DEFAULT_SOCKET;
+    o->socket_path =
+        env_socket != NULL && env_socket[0] != '\0' ? env_socket : WASOCK_DEFAULT_SOCKET;
     o->level = LOG_LEVEL_INFO;
     while ((c = getopt_long(argc, argv, "s:p:c:l:Vh", long_opts, NULL)) != -1) {
         switch (c) {
@@ -223,8 +223,7 @@ static void reload_policy(daemon_state *d) {
              (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000u);
     notify(msg);
     if (policy_load_file(d->opts.policy_path, &p, &errors) != 0) {
-        log_error("policy reload from %s failed; keeping the running policy:",
-                  d->opts.policy_path);
+        log_error("policy reload from %s failed; keeping the running policy:", d->opts.policy_path);
         log_policy_errors(errors);
     } else {
         server_set_policy(d->srv, p);
@@ -335,8 +334,8 @@ int main(int argc, char **argv) {
     }
 
     if (activated_fd >= 0) {
-        log_always("wasockd %s listening on %s (socket from the service manager)",
-                   WASOCK_VERSION, server_socket_path(d.srv));
+        log_always("wasockd %s listening on %s (socket from the service manager)", WASOCK_VERSION,
+                   server_socket_path(d.srv));
     } else {
         log_always("wasockd %s listening on %s (mode %04o)", WASOCK_VERSION,
                    server_socket_path(d.srv), (unsigned)server_socket_mode(d.srv));

@@ -51,7 +51,7 @@ int sd_notify_send(const char *state) {
         return -errno;
     }
     r = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sun, len) < 0 ? -errno
-                                                                                          : 1;
+                                                                                         : 1;
     close(fd);
     return r;
 }

@@ -299,9 +299,8 @@ static void accept_one(server *s, int fd) {
     }
     r = session_new(s, fd, &peer, s->next_session_id++, &sess);
     if (r < 0) {
-        log_write_ratelimited(&accept_log, LOG_LEVEL_WARN,
-                              "cannot start a session for pid %ld: %s", (long)peer.pid,
-                              strerror(-r));
+        log_write_ratelimited(&accept_log, LOG_LEVEL_WARN, "cannot start a session for pid %ld: %s",
+                              (long)peer.pid, strerror(-r));
     }
 }
 

@@ -46,15 +46,15 @@ struct session {
     int fd;
     struct ucred peer;
 
-    uv_poll_t poll;      /* the connection */
-    uv_idle_t flush_idle;/* runs once per loop turn while output is queued */
-    int poll_events;     /* UV_READABLE / UV_WRITABLE currently requested */
-    bool want_writable;  /* the socket refused output; wait for POLLOUT */
-    bool input_paused;   /* output above the high-water mark */
+    uv_poll_t poll;         /* the connection */
+    uv_idle_t flush_idle;   /* runs once per loop turn while output is queued */
+    int poll_events;        /* UV_READABLE / UV_WRITABLE currently requested */
+    bool want_writable;     /* the socket refused output; wait for POLLOUT */
+    bool input_paused;      /* output above the high-water mark */
     bool close_after_flush; /* a final reply is queued; read no more */
     bool closing;
-    bool dispatching;    /* inside process_input: no re-entry */
-    unsigned holds;      /* open handles and pending resource closes */
+    bool dispatching; /* inside process_input: no re-entry */
+    unsigned holds;   /* open handles and pending resource closes */
 
     /* Set by HELLO. */
     bool welcomed;
@@ -129,6 +129,9 @@ unsigned session_resource_count(const session *s) {
 /* --- lifetime --------------------------------------------------------------- */
 
 static void close_fds(int *fds, unsigned n) {
+    if (fds == NULL) {
+        return;
+    }
     for (unsigned i = 0; i < n; i++) {
         if (fds[i] >= 0) {
             close(fds[i]);
@@ -310,7 +313,7 @@ int session_send(session *s, const proto_msg *m, int *fds) {
     ssize_t n;
     int r;
 
-    if (m->nfds > PROTO_MAX_FDS_PER_FRAME) {
+    if (m->nfds > PROTO_MAX_FDS_PER_FRAME || (m->nfds > 0 && fds == NULL)) {
         log_error("session %llu: frame with %u descriptors", (unsigned long long)s->id,
                   (unsigned)m->nfds);
         abort(); /* our own bug: never send what the protocol forbids */
@@ -322,9 +325,8 @@ int session_send(session *s, const proto_msg *m, int *fds) {
     r = output_reserve(s);
     if (r < 0) {
         close_fds(fds, m->nfds);
-        log_write_ratelimited(&violation_log, LOG_LEVEL_WARN,
-                              "session %llu (pid %ld): %s; closing", (unsigned long long)s->id,
-                              (long)s->peer.pid,
+        log_write_ratelimited(&violation_log, LOG_LEVEL_WARN, "session %llu (pid %ld): %s; closing",
+                              (unsigned long long)s->id, (long)s->peer.pid,
                               r == -ENOBUFS ? "client does not read its replies"
                                             : "out of memory for its replies");
         session_close(s, "output cap");
@@ -335,8 +337,7 @@ int session_send(session *s, const proto_msg *m, int *fds) {
         /* Every message we build fits the codec's rules; if one does not,
          * the daemon has a bug, and the session cannot continue sanely. */
         log_error("session %llu: cannot encode %s: %s", (unsigned long long)s->id,
-                  proto_type_name(m->type) ? proto_type_name(m->type) : "?",
-                  strerror((int)-n));
+                  proto_type_name(m->type) ? proto_type_name(m->type) : "?", strerror((int)-n));
         close_fds(fds, m->nfds);
         session_close(s, "encoder refused a reply");
         return (int)n;
@@ -391,6 +392,9 @@ static void attach_fds(struct msghdr *msg, void *cbuf, size_t cbuf_len, const qu
     msg->msg_control = cbuf;
     msg->msg_controllen = CMSG_SPACE(q->nfds * sizeof(int));
     cm = CMSG_FIRSTHDR(msg);
+    if (cm == NULL) {
+        abort(); /* cannot happen: msg_controllen holds one header */
+    }
     cm->cmsg_level = SOL_SOCKET;
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(q->nfds * sizeof(int));
@@ -536,8 +540,8 @@ static void handle_hello(session *s, const proto_msg *m) {
     s->wasi = m->wasi;
     s->welcomed = true;
     log_info("session %llu: pid %ld uid %ld gid %ld as tenant \"%s\", WASI 0.%u",
-             (unsigned long long)s->id, (long)s->peer.pid, (long)s->peer.uid,
-             (long)s->peer.gid, s->tenant, (unsigned)s->wasi);
+             (unsigned long long)s->id, (long)s->peer.pid, (long)s->peer.uid, (long)s->peer.gid,
+             s->tenant, (unsigned)s->wasi);
 
     proto_reply_ok(m, &reply);
     reply.version = PROTO_VERSION;

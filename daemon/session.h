@@ -29,7 +29,7 @@
  * client has read enough to bring it under the low-water mark. 64 KiB is
  * hundreds of replies: a client that reads at all never notices. */
 #define SESSION_OUTPUT_HIGH_WATER (64u * 1024u)
-#define SESSION_OUTPUT_LOW_WATER (16u * 1024u)
+#define SESSION_OUTPUT_LOW_WATER  (16u * 1024u)
 
 /* Hard cap of unsent output. Asynchronous events keep coming while reading
  * is paused (bounded by the session's resources); a client that lets them

@@ -118,8 +118,7 @@ void sockrules_addr_unspecified(uint8_t family, proto_addr *out) {
     out->family = family;
 }
 
-int sockrules_addr_to_sockaddr(const proto_addr *a, struct sockaddr_storage *ss,
-                               socklen_t *len) {
+int sockrules_addr_to_sockaddr(const proto_addr *a, struct sockaddr_storage *ss, socklen_t *len) {
     memset(ss, 0, sizeof(*ss));
     if (a->family == PROTO_IPV4) {
         struct sockaddr_in *sin = (struct sockaddr_in *)ss;

@@ -36,7 +36,7 @@
  * listen(2) users), and the cap (Linux's SOMAXCONN since 5.4; the kernel
  * clamps again to net.core.somaxconn). */
 #define SOCKRULES_BACKLOG_DEFAULT 128
-#define SOCKRULES_BACKLOG_MAX 4096
+#define SOCKRULES_BACKLOG_MAX     4096
 
 #define SOCKRULES_NS_PER_S 1000000000ull
 
@@ -68,8 +68,7 @@ void sockrules_addr_unspecified(uint8_t family, proto_addr *out);
 
 /* Converts to a sockaddr_in / sockaddr_in6 (zeroed first). Returns 0 and
  * sets *len, or -EAFNOSUPPORT for a family that is neither. */
-int sockrules_addr_to_sockaddr(const proto_addr *a, struct sockaddr_storage *ss,
-                               socklen_t *len);
+int sockrules_addr_to_sockaddr(const proto_addr *a, struct sockaddr_storage *ss, socklen_t *len);
 
 /* Converts an AF_INET / AF_INET6 sockaddr of `len` bytes. Returns 0, or
  * -EAFNOSUPPORT (another family) / -EINVAL (too short). */

@@ -57,20 +57,20 @@ typedef struct tcp_sock {
     int fd;       /* the kernel socket; owned until closed or given to relay_drop */
     uint8_t family;
     tcp_state state;
-    proto_err result;     /* outcome of the start-* that finish-* will report */
-    bool connect_pending; /* the kernel has not finished the connect */
-    bool has_local;       /* the kernel socket has a local address */
-    bool port_chosen_by_kernel; /* bound to port 0 (explicitly or implicitly) */
-    bool listen_started;  /* listen(2) succeeded (listen-in-progress or listening) */
-    int backlog;          /* for listen(2) */
+    proto_err result;            /* outcome of the start-* that finish-* will report */
+    bool connect_pending;        /* the kernel has not finished the connect */
+    bool has_local;              /* the kernel socket has a local address */
+    bool port_chosen_by_kernel;  /* bound to port 0 (explicitly or implicitly) */
+    bool listen_started;         /* listen(2) succeeded (listen-in-progress or listening) */
+    int backlog;                 /* for listen(2) */
     bool rcvbuf_set, sndbuf_set; /* set explicitly: accepted sockets inherit them */
-    bool ready;           /* readiness the client was last told */
+    bool ready;                  /* readiness the client was last told */
 
-    uv_poll_t poll;       /* connect completion (writable) or waiting connections (readable) */
-    bool poll_open;       /* poll initialised and not yet closed */
-    bool poll_closing;    /* uv_close called, close callback not yet run */
+    uv_poll_t poll;    /* connect completion (writable) or waiting connections (readable) */
+    bool poll_open;    /* poll initialised and not yet closed */
+    bool poll_closing; /* uv_close called, close callback not yet run */
     bool polling;
-    bool destroyed;       /* out of the session's table; memory waits for the poll */
+    bool destroyed; /* out of the session's table; memory waits for the poll */
 
     relay *relay;
     int client_fds[STREAM_COUNT]; /* stream ends not yet handed to the client, or -1 */
@@ -95,6 +95,8 @@ static unsigned errmap_flags(const session *s) {
 }
 
 static const char *state_name(tcp_state st) {
+    /* One state per line reads best. */
+    /* clang-format off */
     static const char *const names[] = {
         [TCP_UNBOUND] = "unbound",
         [TCP_BIND_IN_PROGRESS] = "bind-in-progress",
@@ -105,6 +107,7 @@ static const char *state_name(tcp_state st) {
         [TCP_CONNECTED] = "connected",
         [TCP_CLOSED] = "closed",
     };
+    /* clang-format on */
     return names[st];
 }
 
@@ -403,8 +406,8 @@ static void handle_create(session *s, const proto_msg *req) {
         return;
     }
     if (session_resource_count(s) >= SESSION_MAX_RESOURCES) {
-        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT,
-                            "this connection holds %d resources", SESSION_MAX_RESOURCES);
+        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT, "this connection holds %d resources",
+                            SESSION_MAX_RESOURCES);
         return;
     }
     if (af < 0) {
@@ -414,8 +417,7 @@ static void handle_create(session *s, const proto_msg *req) {
     fd = socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
     if (fd < 0) {
         r = errno;
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "socket: %s",
-                            strerror(r));
+        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "socket: %s", strerror(r));
         return;
     }
     /* v6 sockets are v6-only from the start: IPv4 peers must never reach a
@@ -436,8 +438,7 @@ static void handle_create(session *s, const proto_msg *req) {
     if (r < 0) {
         close(fd);
         free(t);
-        session_reply_error(s, req, r == -ENOSPC ? PROTO_E_NEW_SOCKET_LIMIT
-                                                 : PROTO_E_OUT_OF_MEMORY,
+        session_reply_error(s, req, r == -ENOSPC ? PROTO_E_NEW_SOCKET_LIMIT : PROTO_E_OUT_OF_MEMORY,
                             "no handle available");
         return;
     }
@@ -859,8 +860,7 @@ static int accept_allowed(session *s, tcp_sock *listener, proto_err *err) {
         proto_addr peer;
         authz_query q;
         proto_err verdict;
-        int fd = accept4(listener->fd, (struct sockaddr *)&ss, &len,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(listener->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
         if (fd < 0) {
             int e = errno;
@@ -903,7 +903,7 @@ static void handle_accept(session *s, const proto_msg *req) {
     const char *tenant = session_tenant(s);
     policy_limits limits;
     proto_msg reply;
-    proto_err err;
+    proto_err err = PROTO_E_UNKNOWN;
     int fd, r;
 
     if (l == NULL) {
@@ -921,16 +921,16 @@ static void handle_accept(session *s, const proto_msg *req) {
         return;
     }
     if (session_resource_count(s) >= SESSION_MAX_RESOURCES) {
-        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT,
-                            "this connection holds %d resources", SESSION_MAX_RESOURCES);
+        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT, "this connection holds %d resources",
+                            SESSION_MAX_RESOURCES);
         return;
     }
 
     fd = accept_allowed(s, l, &err);
     if (fd < 0) {
         listener_update_readiness(l, connection_waiting(l->fd));
-        session_reply_error(s, req, err, err == PROTO_E_WOULD_BLOCK ? "no connection waiting"
-                                                                     : "accept failed");
+        session_reply_error(s, req, err,
+                            err == PROTO_E_WOULD_BLOCK ? "no connection waiting" : "accept failed");
         return;
     }
     c = tcp_sock_new(fd, l->family);
@@ -948,8 +948,7 @@ static void handle_accept(session *s, const proto_msg *req) {
         close_with_reset(fd);
         free(c);
         listener_update_readiness(l, connection_waiting(l->fd));
-        session_reply_error(s, req, r == -ENOSPC ? PROTO_E_NEW_SOCKET_LIMIT
-                                                 : PROTO_E_OUT_OF_MEMORY,
+        session_reply_error(s, req, r == -ENOSPC ? PROTO_E_NEW_SOCKET_LIMIT : PROTO_E_OUT_OF_MEMORY,
                             "no handle available");
         return;
     }
@@ -1013,8 +1012,8 @@ static void handle_local_address(session *s, const proto_msg *req) {
     if (t == NULL) {
         return;
     }
-    if (t->state == TCP_UNBOUND || t->state == TCP_BIND_IN_PROGRESS ||
-        t->state == TCP_CLOSED || !t->has_local) {
+    if (t->state == TCP_UNBOUND || t->state == TCP_BIND_IN_PROGRESS || t->state == TCP_CLOSED ||
+        !t->has_local) {
         reply_invalid_state(s, req, t);
         return;
     }
@@ -1228,8 +1227,7 @@ static void handle_set_option(session *s, const proto_msg *req) {
         return;
     }
     if (err != PROTO_OK) {
-        session_reply_error(s, req, err, "value %llu out of range",
-                            (unsigned long long)req->value);
+        session_reply_error(s, req, err, "value %llu out of range", (unsigned long long)req->value);
         return;
     }
     r = sock_set_int(t->fd, level, name, v);

@@ -241,8 +241,8 @@ START_TEST(test_sockaddr_refusals) {
 
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
-    ck_assert_int_eq(
-        sockrules_addr_from_sockaddr((struct sockaddr *)&sin, sizeof(sin) - 1, &out), -EINVAL);
+    ck_assert_int_eq(sockrules_addr_from_sockaddr((struct sockaddr *)&sin, sizeof(sin) - 1, &out),
+                     -EINVAL);
     ck_assert_int_eq(sockrules_addr_from_sockaddr((struct sockaddr *)&sin, 1, &out), -EINVAL);
 }
 END_TEST
