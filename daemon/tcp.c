@@ -1012,8 +1012,10 @@ static void handle_local_address(session *s, const proto_msg *req) {
     if (t == NULL) {
         return;
     }
-    if (t->state == TCP_UNBOUND || t->state == TCP_BIND_IN_PROGRESS || t->state == TCP_CLOSED ||
-        !t->has_local) {
+    /* Unbound, or a bind not finished: no address yet. A socket that never
+     * reached the kernel with an address (a connect the policy refused
+     * while unbound) has none either. */
+    if (t->state == TCP_UNBOUND || t->state == TCP_BIND_IN_PROGRESS || !t->has_local) {
         reply_invalid_state(s, req, t);
         return;
     }
