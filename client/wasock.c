@@ -838,10 +838,12 @@ wasock_err wasock_client_open(const wasock_client_opts *o, wasock_client **out) 
     int version;
     int r;
 
-    if (!o || !out)
-        return WASOCK_E_INVALID_ARGUMENT;
-    if (!OPTS_HAS(o, error_len)) {
+    if (!o || !OPTS_HAS(o, error_len)) {
         /* Too small to hold even the error buffer: report nothing there. */
+        return WASOCK_E_INVALID_ARGUMENT;
+    }
+    if (!out) {
+        open_error(o, "no place for the client (out is NULL)");
         return WASOCK_E_INVALID_ARGUMENT;
     }
     path = o->socket_path;

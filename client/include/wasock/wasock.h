@@ -28,6 +28,22 @@
  * - One resource (wasock_tcp) must not be used from two threads at once.
  * - A resource must not be used after its drop, nor after
  *   wasock_client_close() of its client.
+ * - A thread waiting for its reply reads the connection itself when no other
+ *   thread does, and otherwise sleeps until the reading thread has dispatched
+ *   what arrived. So every call also handles events (readiness stays current
+ *   in every thread), and wasock_client_dispatch returns at once when another
+ *   thread is reading (that thread dispatches).
+ *
+ * When the daemon goes away
+ * - When the daemon closes the connection, dies, or sends something that
+ *   breaks the protocol, the client is broken for good: every call returns
+ *   WASOCK_E_DAEMON at once, without blocking, and threads waiting for a
+ *   reply are woken with it. wasock_tcp_drop and wasock_client_close still
+ *   free memory and close descriptors. wasock_client_fd() then stays
+ *   readable; close the client and open a new one.
+ * - Locally checked arguments (NULL pointers, a family that is neither IPv4
+ *   nor IPv6, a shutdown type outside the enum) return INVALID_ARGUMENT
+ *   without a round trip; every other check is the daemon's.
  */
 #ifndef WASOCK_WASOCK_H
 #define WASOCK_WASOCK_H
@@ -104,10 +120,16 @@ typedef struct wasock_addr {
 #define WASOCK_ADDR_STRLEN 64
 
 /* Parses "127.0.0.1:80", "[::1]:80", "[fe80::1%2]:80" (scope as a number).
- * A port is required. Returns 0, or -1 for anything else (out untouched). */
+ * Strict: IPv4 in dotted-quad form only (no "1.2.3", no leading zeros),
+ * IPv6 always in brackets, a port of 1 to 5 decimal digits up to 65535 is
+ * required, no spaces. flow_info is set to 0. Returns 0, or -1 for anything
+ * else (out untouched). */
 WASOCK_API int wasock_addr_parse(const char *text, wasock_addr *out);
-/* Formats like the parser reads. Returns the characters written (without
- * NUL), or -1 if len is too small (buf then holds an empty string if len>0). */
+/* Formats like the parser reads (IPv6 in its canonical lower-case form, the
+ * scope only when non-zero; flow_info has no text form). Returns the
+ * characters written (without NUL), or -1 if len is too small or the family
+ * is invalid (buf then holds an empty string if len>0). WASOCK_ADDR_STRLEN
+ * is always enough. */
 WASOCK_API int wasock_addr_format(const wasock_addr *a, char *buf, size_t len);
 
 struct sockaddr;
@@ -143,12 +165,18 @@ WASOCK_API void wasock_client_opts_init(wasock_client_opts *o);
  * (the daemon's reason is copied to o->error), DAEMON when the daemon is
  * unreachable or the handshake failed, INVALID_ARGUMENT for bad options
  * (size 0, wasi_version not 2 or 3, over-long tenant/token or path),
- * OUT_OF_MEMORY. Strings in o are copied; o may be freed afterwards. */
+ * OUT_OF_MEMORY. Strings in o are copied; o may be freed afterwards.
+ * The handshake is bounded: a daemon that does not accept and answer within
+ * ten seconds yields DAEMON. $WASOCK_SOCKET is ignored in set-user-ID and
+ * set-group-ID processes (secure_getenv). o->error (when set and
+ * error_len > 0) is written only on failure, NUL-terminated. */
 WASOCK_API wasock_err wasock_client_open(const wasock_client_opts *o, wasock_client **out);
 
 /* Closes the connection and frees the client and every resource still open
  * on it (their handles are invalid afterwards; stream descriptors obtained
- * from wasock_tcp_send/_receive stay the caller's). NULL is allowed. */
+ * from wasock_tcp_send/_receive stay the caller's). No other thread may be
+ * inside a call on c. NULL is allowed. The daemon then drops everything the
+ * session held. */
 WASOCK_API void wasock_client_close(wasock_client *c);
 
 /* The connection descriptor, borrowed for the client's lifetime: readable
@@ -178,7 +206,8 @@ typedef enum wasock_shutdown {
 
 /* create-tcp-socket. *out is owned by the caller until wasock_tcp_drop (or
  * wasock_client_close). ACCESS_DENIED when the policy allows no TCP for this
- * tenant, NEW_SOCKET_LIMIT at the tenant's socket limit. */
+ * tenant, NEW_SOCKET_LIMIT at the tenant's socket limit, INVALID_ARGUMENT
+ * (locally) for a family that is neither IPv4 nor IPv6. */
 WASOCK_API wasock_err wasock_tcp_create(wasock_client *c, wasock_family f, wasock_tcp **out);
 
 /* 0.2 shape. Argument and state errors come from start_*; kernel and policy
@@ -209,8 +238,14 @@ WASOCK_API wasock_err wasock_tcp_accept(wasock_tcp *l, wasock_tcp **conn, int *i
                                         int *output_fd);
 WASOCK_API wasock_err wasock_tcp_local_address(wasock_tcp *s, wasock_addr *out);
 WASOCK_API wasock_err wasock_tcp_remote_address(wasock_tcp *s, wasock_addr *out);
+/* Answered locally, without a round trip: true once finish_listen (or the
+ * 0.3 listen) succeeded on s; the family is the one s was created with (an
+ * accepted socket has its listener's). */
 WASOCK_API bool wasock_tcp_is_listening(wasock_tcp *s);
 WASOCK_API wasock_family wasock_tcp_address_family(wasock_tcp *s);
+/* Options: durations in nanoseconds, sizes in bytes. The rules (0 is
+ * INVALID_ARGUMENT, keep-alive times round up to whole seconds, clamping,
+ * buffer sizes read back as set) are the daemon's; see wasi-semantics. */
 WASOCK_API wasock_err wasock_tcp_set_listen_backlog_size(wasock_tcp *s, uint64_t v);
 WASOCK_API wasock_err wasock_tcp_keep_alive_enabled(wasock_tcp *s, bool *out);
 WASOCK_API wasock_err wasock_tcp_set_keep_alive_enabled(wasock_tcp *s, bool v);
@@ -237,7 +272,9 @@ WASOCK_API bool wasock_tcp_ready(wasock_tcp *s);
  * the output stream's writes fail from now on (write(2) returns -1 with
  * EBADF), and a FIN follows every byte written before. The stream
  * descriptors keep their numbers (they are replaced in place with dup2),
- * so a runtime's poll set stays valid. */
+ * so a runtime's poll set stays valid. In a 0.3 session the descriptors
+ * are the caller's and are left alone (closing them is the 0.3 way); the
+ * request still reaches the daemon. */
 WASOCK_API wasock_err wasock_tcp_shutdown(wasock_tcp *s, wasock_shutdown how);
 
 /* The error that ended the connection's streams, once the input stream has
@@ -247,12 +284,16 @@ WASOCK_API wasock_err wasock_tcp_stream_error(wasock_tcp *s);
 
 /* Drops the socket in any state: the daemon closes the real socket (bytes
  * already written to the output stream are delivered first), cancels what
- * is pending, and the 0.2 stream descriptors are closed. NULL is allowed. */
+ * is pending, and the 0.2 stream descriptors are closed. Costs one round
+ * trip (none in a broken client). NULL is allowed. */
 WASOCK_API void wasock_tcp_drop(wasock_tcp *s);
 
 /* 0.3 shape: each call waits until the operation resolved and returns its
- * result (bind = start-bind + finish-bind, and so on). They may also be used
- * in a 0.2 session. */
+ * result (bind = start-bind + finish-bind, and so on), for as long as that
+ * takes (a kernel connect timeout, a pending permission prompt); other
+ * threads' calls proceed meanwhile. They may also be used in a 0.2 session,
+ * where connect keeps the stream descriptors in the wasock_tcp as
+ * finish_connect does. */
 WASOCK_API wasock_err wasock_tcp_bind(wasock_tcp *s, const wasock_addr *local);
 WASOCK_API wasock_err wasock_tcp_connect(wasock_tcp *s, const wasock_addr *remote);
 /* Binds implicitly (unspecified address, port 0) when unbound. Connections
@@ -262,7 +303,9 @@ WASOCK_API wasock_err wasock_tcp_listen(wasock_tcp *s);
  * (again: INVALID_STATE). The descriptor is the caller's, non-blocking and
  * close-on-exec: closing the output descriptor ends the send stream (a FIN
  * after every byte written); closing the input descriptor drops the receive
- * stream (SHUT_RD). Both stay valid after wasock_tcp_drop. */
+ * stream (SHUT_RD). Both stay valid after wasock_tcp_drop. In a 0.2 session
+ * the streams came with finish_connect / accept, and these return
+ * INVALID_STATE. */
 WASOCK_API wasock_err wasock_tcp_send(wasock_tcp *s, int *output_fd);
 WASOCK_API wasock_err wasock_tcp_receive(wasock_tcp *s, int *input_fd);
 
