@@ -111,8 +111,8 @@ static int addr_parse_v6_host(const char *host, size_t len, wasock_addr *a) {
     percent = memchr(host, '%', len);
     if (percent) {
         addr_len = (size_t)(percent - host);
-        if (addr_parse_decimal(percent + 1, len - addr_len - 1, ADDR_SCOPE_DIGITS_MAX,
-                               UINT32_MAX, &scope) < 0)
+        if (addr_parse_decimal(percent + 1, len - addr_len - 1, ADDR_SCOPE_DIGITS_MAX, UINT32_MAX,
+                               &scope) < 0)
             return -EINVAL;
     }
     memcpy(text, host, addr_len);

@@ -21,12 +21,12 @@
 #include "wasock/wasock.h"
 
 /* Exit statuses, documented in the help text. */
-#define NC_EXIT_OK 0
+#define NC_EXIT_OK           0
 #define NC_EXIT_SOCKET_ERROR 1 /* a socket operation failed; its WASI error is printed */
-#define NC_EXIT_USAGE 2        /* bad command line */
-#define NC_EXIT_DAEMON 3       /* the daemon cannot be reached, or went away */
-#define NC_EXIT_REFUSED 4      /* the daemon refused the session (tenant, token) */
-#define NC_EXIT_LOCAL_IO 5     /* reading stdin or writing stdout failed */
+#define NC_EXIT_USAGE        2 /* bad command line */
+#define NC_EXIT_DAEMON       3 /* the daemon cannot be reached, or went away */
+#define NC_EXIT_REFUSED      4 /* the daemon refused the session (tenant, token) */
+#define NC_EXIT_LOCAL_IO     5 /* reading stdin or writing stdout failed */
 
 /* Bytes copied per direction at a time: the default capacity of the pipe the
  * daemon's relay gives us, so one write can fill it. */
@@ -86,8 +86,8 @@ static void usage(FILE *out) {
             "  %d  the daemon cannot be reached or went away\n"
             "  %d  the daemon refused the session (tenant or token)\n"
             "  %d  reading stdin or writing stdout failed\n",
-            WASOCK_DEFAULT_SOCKET, NC_EXIT_OK, NC_EXIT_SOCKET_ERROR, NC_EXIT_USAGE,
-            NC_EXIT_DAEMON, NC_EXIT_REFUSED, NC_EXIT_LOCAL_IO);
+            WASOCK_DEFAULT_SOCKET, NC_EXIT_OK, NC_EXIT_SOCKET_ERROR, NC_EXIT_USAGE, NC_EXIT_DAEMON,
+            NC_EXIT_REFUSED, NC_EXIT_LOCAL_IO);
 }
 
 /* Parses the command line into *o. Returns 0, or an exit status. */
@@ -250,8 +250,7 @@ static wasock_err finish_when_ready(wasock_client *c, wasock_tcp *s, finish_fn *
 
 /* In the 0.3 shape the streams are taken with send/receive; in 0.2 they came
  * with finish-connect / accept. On failure returns an exit status. */
-static int take_streams(const struct nc_options *o, wasock_tcp *s, int *input_fd,
-                        int *output_fd) {
+static int take_streams(const struct nc_options *o, wasock_tcp *s, int *input_fd, int *output_fd) {
     wasock_err err;
 
     if (!o->shape_0_3)
@@ -339,8 +338,8 @@ enum { POLL_STDIN, POLL_STDOUT, POLL_INPUT, POLL_OUTPUT, POLL_DAEMON, POLL_COUNT
 /* Copies stdin -> connection and connection -> stdout until both directions
  * have ended. input_fd/output_fd: in the 0.3 shape they are ours and closed
  * here; in the 0.2 shape they belong to s. Returns an exit status. */
-static int copy_streams(const struct nc_options *o, wasock_client *c, wasock_tcp *s,
-                        int input_fd, int output_fd) {
+static int copy_streams(const struct nc_options *o, wasock_client *c, wasock_tcp *s, int input_fd,
+                        int output_fd) {
     static struct nc_direction up, down; /* stdin -> connection, connection -> stdout */
     int status = NC_EXIT_OK;
 
@@ -446,8 +445,8 @@ static int run_connect(const struct nc_options *o, wasock_client *c) {
         /* Also in the 0.3 shape when a timeout is wanted: connect has none. */
         err = wasock_tcp_start_connect(s, &o->address);
         if (err == WASOCK_OK)
-            err = finish_when_ready(c, s, wasock_tcp_finish_connect, deadline, &input_fd,
-                                    &output_fd);
+            err =
+                finish_when_ready(c, s, wasock_tcp_finish_connect, deadline, &input_fd, &output_fd);
     }
     if (err != WASOCK_OK) {
         wasock_tcp_drop(s);

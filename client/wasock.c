@@ -59,14 +59,14 @@
  * doubles with the number of sockets up to the maximum, after which chains
  * simply grow longer rather than asking for more memory. */
 #define CLIENT_TCP_BUCKETS_INITIAL 16
-#define CLIENT_TCP_BUCKETS_MAX (1u << 20)
+#define CLIENT_TCP_BUCKETS_MAX     (1u << 20)
 
 /* Longest text wasock_client_open writes into o->error on its own. */
 #define CLIENT_ERRNO_TEXT_MAX 128
 
 struct wasock_tcp {
     wasock_client *client;
-    uint32_t handle;         /* the daemon's handle; never 0 once created */
+    uint32_t handle; /* the daemon's handle; never 0 once created */
     wasock_family family;
     bool ready;              /* the WASI pollable; written by the reader under the lock */
     bool listening;          /* set when finish-listen succeeded */
@@ -82,7 +82,7 @@ struct wasock_tcp {
 struct pending_request {
     uint32_t id;
     uint16_t reply_type;
-    bool done;       /* the reply is in `reply` (and its descriptors in fds) */
+    bool done; /* the reply is in `reply` (and its descriptors in fds) */
     proto_msg reply;
     int fds[PROTO_MAX_FDS_PER_FRAME]; /* owned by the slot's caller once done */
     unsigned nfds;
@@ -94,16 +94,16 @@ struct pending_request {
 };
 
 struct wasock_client {
-    pthread_mutex_t lock;          /* guards everything below except the reader's own fields */
-    pthread_mutex_t send_lock;     /* keeps frames whole on the socket; never held with `lock` */
-    pthread_cond_t progress;       /* broadcast after every dispatch and when the client breaks */
+    pthread_mutex_t lock;      /* guards everything below except the reader's own fields */
+    pthread_mutex_t send_lock; /* keeps frames whole on the socket; never held with `lock` */
+    pthread_cond_t progress;   /* broadcast after every dispatch and when the client breaks */
     int fd;
     int wasi_version;
     uint64_t session;
-    bool broken;                   /* the daemon went away or broke the protocol: permanent */
-    bool reader_busy;              /* a thread holds the reader role */
+    bool broken;      /* the daemon went away or broke the protocol: permanent */
+    bool reader_busy; /* a thread holds the reader role */
     uint32_t last_request_id;
-    uint64_t frames_dispatched;    /* lets wasock_client_wait see that something arrived */
+    uint64_t frames_dispatched; /* lets wasock_client_wait see that something arrived */
     struct pending_request *pending;
 
     /* The reader role's own state: touched only by the thread holding the
@@ -770,8 +770,8 @@ static int client_connect_socket(wasock_client *c, const char *path) {
 }
 
 /* Sends HELLO and interprets the answer. Returns the result of open. */
-static wasock_err client_handshake(wasock_client *c, const wasock_client_opts *o,
-                                   const char *path, const char *tenant, const char *token) {
+static wasock_err client_handshake(wasock_client *c, const wasock_client_opts *o, const char *path,
+                                   const char *tenant, const char *token) {
     struct pending_request p;
     proto_msg req;
     int r;
@@ -1308,8 +1308,7 @@ static wasock_err stream_replace_with_null(int fd) {
     int r;
 
     if (null_fd < 0)
-        return (errno == EMFILE || errno == ENFILE) ? WASOCK_E_NEW_SOCKET_LIMIT
-                                                    : WASOCK_E_UNKNOWN;
+        return (errno == EMFILE || errno == ENFILE) ? WASOCK_E_NEW_SOCKET_LIMIT : WASOCK_E_UNKNOWN;
     do {
         r = dup3(null_fd, fd, O_CLOEXEC);
     } while (r < 0 && (errno == EINTR || errno == EBUSY));

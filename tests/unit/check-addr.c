@@ -87,43 +87,43 @@ END_TEST
 
 static const char *const invalid_cases[] = {
     "",
-    "127.0.0.1",             /* missing port */
-    "127.0.0.1:",            /* empty port */
-    "127.0.0.1:65536",       /* port out of range */
-    "127.0.0.1:123456",      /* too many digits */
-    "127.0.0.1:-1",          /* sign */
-    "127.0.0.1:+80",         /* sign */
-    "127.0.0.1:80x",         /* trailing garbage */
-    "127.0.0.1: 80",         /* space */
-    " 127.0.0.1:80",         /* leading space */
-    "127.0.0.1:80 ",         /* trailing space */
-    "127.0.0.1:0x50",        /* hex port */
-    "1.2.3:80",              /* shorthand IPv4 */
-    "1.2.3.4.5:80",          /* too many parts */
-    "256.1.1.1:80",          /* part out of range */
-    "01.2.3.4:80",           /* leading zero: octal in some parsers */
-    "1.2.3.4:80:90",         /* two ports */
-    "[::1",                  /* unterminated bracket */
-    "[::1]",                 /* missing port */
-    "[::1]:",                /* empty port */
-    "[::1]80",               /* no colon after bracket */
-    "[::1]:65536",           /* port out of range */
-    "[::1]:80]",             /* garbage after port */
-    "::1:80",                /* IPv6 without brackets */
-    "::1",                   /* IPv6 without brackets or port */
-    "[1.2.3.4]:80",          /* IPv4 in brackets */
-    "[]:80",                 /* empty host */
-    "[[::1]]:80",            /* nested brackets */
-    "[1::2::3]:80",          /* two :: */
-    "[fe80::1%]:80",         /* empty scope */
-    "[fe80::1%eth0]:80",     /* scope must be a number */
-    "[fe80::1%-1]:80",       /* signed scope */
+    "127.0.0.1",               /* missing port */
+    "127.0.0.1:",              /* empty port */
+    "127.0.0.1:65536",         /* port out of range */
+    "127.0.0.1:123456",        /* too many digits */
+    "127.0.0.1:-1",            /* sign */
+    "127.0.0.1:+80",           /* sign */
+    "127.0.0.1:80x",           /* trailing garbage */
+    "127.0.0.1: 80",           /* space */
+    " 127.0.0.1:80",           /* leading space */
+    "127.0.0.1:80 ",           /* trailing space */
+    "127.0.0.1:0x50",          /* hex port */
+    "1.2.3:80",                /* shorthand IPv4 */
+    "1.2.3.4.5:80",            /* too many parts */
+    "256.1.1.1:80",            /* part out of range */
+    "01.2.3.4:80",             /* leading zero: octal in some parsers */
+    "1.2.3.4:80:90",           /* two ports */
+    "[::1",                    /* unterminated bracket */
+    "[::1]",                   /* missing port */
+    "[::1]:",                  /* empty port */
+    "[::1]80",                 /* no colon after bracket */
+    "[::1]:65536",             /* port out of range */
+    "[::1]:80]",               /* garbage after port */
+    "::1:80",                  /* IPv6 without brackets */
+    "::1",                     /* IPv6 without brackets or port */
+    "[1.2.3.4]:80",            /* IPv4 in brackets */
+    "[]:80",                   /* empty host */
+    "[[::1]]:80",              /* nested brackets */
+    "[1::2::3]:80",            /* two :: */
+    "[fe80::1%]:80",           /* empty scope */
+    "[fe80::1%eth0]:80",       /* scope must be a number */
+    "[fe80::1%-1]:80",         /* signed scope */
     "[fe80::1%4294967296]:80", /* scope beyond 32 bits */
-    "[fe80::1%2%3]:80",      /* two scopes */
+    "[fe80::1%2%3]:80",        /* two scopes */
     "garbage",
-    "localhost:80",          /* names are not addresses */
-    ":80",                   /* no host */
-    "[::1]:8 0",             /* space inside the port */
+    "localhost:80", /* names are not addresses */
+    ":80",          /* no host */
+    "[::1]:8 0",    /* space inside the port */
 };
 
 START_TEST(parse_invalid_text) {
