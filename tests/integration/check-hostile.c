@@ -24,8 +24,8 @@
 /* Fuzz loop defaults: enough iterations to reach every message type with
  * many mutations, few enough to stay within seconds under sanitizers. */
 #define FUZZ_ITERATIONS_DEFAULT 400
-#define FUZZ_ITERATIONS_MAX 100000
-#define FUZZ_SEED_DEFAULT 0x5eedu
+#define FUZZ_ITERATIONS_MAX     100000
+#define FUZZ_SEED_DEFAULT       0x5eedu
 /* The whole fuzz loop stops after this long even if iterations remain. */
 #define FUZZ_TIME_BUDGET_MS 30000
 /* How long one fuzz iteration waits for the daemon's answers. */
@@ -59,8 +59,8 @@ static void expect_daemon_serves(itest_daemon *d) {
 }
 
 /* Writes the 12-byte frame header. */
-static void put_header(uint8_t *h, uint32_t payload_len, uint16_t type, uint8_t nfds,
-                       uint8_t flags, uint32_t id) {
+static void put_header(uint8_t *h, uint32_t payload_len, uint16_t type, uint8_t nfds, uint8_t flags,
+                       uint32_t id) {
     h[0] = (uint8_t)payload_len;
     h[1] = (uint8_t)(payload_len >> 8);
     h[2] = (uint8_t)(payload_len >> 16);
@@ -267,8 +267,7 @@ START_TEST(test_bad_frame_disconnects) {
 
     expect_daemon_serves(d);
     int after = itest_daemon_wait_fd_count(d, before, ITEST_WAIT_MS);
-    ck_assert_msg(after <= before, "%s: daemon fds %d before, %d after", bad->name, before,
-                  after);
+    ck_assert_msg(after <= before, "%s: daemon fds %d before, %d after", bad->name, before, after);
 }
 END_TEST
 
@@ -297,8 +296,8 @@ START_TEST(test_fds_from_client) {
             (void)itest_raw_send_with_fds(&r, buf, n, &sp[1], 1);
             close(sp[1]);
             ck_assert_msg(itest_raw_wait_closed(&r, ITEST_WAIT_MS),
-                          "fd sent (announced %d, hello first %d): session not closed",
-                          announced, hello_first);
+                          "fd sent (announced %d, hello first %d): session not closed", announced,
+                          hello_first);
             itest_raw_close(&r);
             /* Every copy of sp[1] is closed once the daemon closed its own. */
             ssize_t eof = itest_read_to_eof(sp[0], ITEST_WAIT_MS);
@@ -411,8 +410,8 @@ START_TEST(test_connection_churn) {
     }
     expect_daemon_serves(d);
     int after = itest_daemon_wait_fd_count(d, before, 2 * ITEST_WAIT_MS);
-    ck_assert_msg(after <= before, "daemon fds %d before, %d after %d connections", before,
-                  after, CHURN_CONNECTIONS);
+    ck_assert_msg(after <= before, "daemon fds %d before, %d after %d connections", before, after,
+                  CHURN_CONNECTIONS);
 }
 END_TEST
 
@@ -478,8 +477,8 @@ static void fuzz_message(proto_msg *m) {
     m->value = values[fuzz_below(sizeof values / sizeof values[0])];
     uint16_t port = (uint16_t)(fuzz_below(3) == 0 ? 0 : 40000 + fuzz_below(20000));
     if (fuzz_below(2) == 0) {
-        static const uint8_t v4[][4] = {{127, 0, 0, 1}, {192, 0, 2, 1}, {0, 0, 0, 0},
-                                        {224, 0, 0, 1}};
+        static const uint8_t v4[][4] = {
+            {127, 0, 0, 1}, {192, 0, 2, 1}, {0, 0, 0, 0}, {224, 0, 0, 1}};
         proto_addr_set_v4(&m->addr, v4[fuzz_below(4)], port);
     } else {
         uint8_t v6[16] = {0};
@@ -516,7 +515,7 @@ static size_t fuzz_mutate(uint8_t *buf, size_t len, size_t cap) {
     switch (fuzz_below(6)) {
     case 0:
         return len; /* well-formed */
-    case 1: {         /* flip a few bits */
+    case 1: {       /* flip a few bits */
         unsigned flips = 1 + fuzz_below(4);
         for (unsigned i = 0; i < flips; i++) {
             buf[fuzz_below((uint32_t)len)] ^= (uint8_t)(1u << fuzz_below(8));
@@ -603,8 +602,10 @@ START_TEST(test_fuzz_frames) {
         }
         itest_raw_close(&r);
         if ((done + 1) % FUZZ_CHECK_EVERY == 0) {
-            ck_assert_msg(itest_daemon_alive(d), "wasockd died during fuzz iteration %lu "
-                                                 "(seed 0x%x)", done, seed);
+            ck_assert_msg(itest_daemon_alive(d),
+                          "wasockd died during fuzz iteration %lu "
+                          "(seed 0x%x)",
+                          done, seed);
             expect_daemon_serves(d);
         }
     }

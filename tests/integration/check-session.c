@@ -28,7 +28,7 @@
 #include "rawclient.h"
 
 /* Threads sharing one client, and the operations each performs. */
-#define THREADS 4
+#define THREADS           4
 #define THREAD_ITERATIONS 100
 
 /* Clients open at the same time in the many-clients test. */
@@ -220,11 +220,9 @@ END_TEST
 static proto_msg raw_expect_reply(itest_raw *r, proto_msg m, unsigned want_err) {
     proto_msg reply;
     int rc = itest_raw_call(r, &m, &reply, ITEST_WAIT_MS);
-    ck_assert_msg(rc == 1, "%s (handle %u): no reply (%d)", proto_type_name(m.type), m.handle,
-                  rc);
-    ck_assert_msg(reply.err == want_err, "%s (handle %u): err %s, want %s",
-                  proto_type_name(m.type), m.handle, proto_err_name(reply.err),
-                  proto_err_name(want_err));
+    ck_assert_msg(rc == 1, "%s (handle %u): no reply (%d)", proto_type_name(m.type), m.handle, rc);
+    ck_assert_msg(reply.err == want_err, "%s (handle %u): err %s, want %s", proto_type_name(m.type),
+                  m.handle, proto_err_name(reply.err), proto_err_name(want_err));
     return reply;
 }
 
@@ -310,10 +308,8 @@ START_TEST(test_handles_per_session) {
     raw_expect_reply(&b, m, 0);
     raw_expect_reply(&b, itest_raw_request(PROTO_TCP_LOCAL_ADDRESS, b1), 0);
     /* a's sockets are untouched by all of this. */
-    raw_expect_reply(&a, itest_raw_request(PROTO_TCP_LOCAL_ADDRESS, h2),
-                     PROTO_E_INVALID_STATE);
-    raw_expect_reply(&a, itest_raw_request(PROTO_TCP_LOCAL_ADDRESS, h3),
-                     PROTO_E_INVALID_STATE);
+    raw_expect_reply(&a, itest_raw_request(PROTO_TCP_LOCAL_ADDRESS, h2), PROTO_E_INVALID_STATE);
+    raw_expect_reply(&a, itest_raw_request(PROTO_TCP_LOCAL_ADDRESS, h3), PROTO_E_INVALID_STATE);
 
     itest_raw_close(&a);
     itest_raw_close(&b);
@@ -540,8 +536,8 @@ START_TEST(test_client_close_cleanup) {
             close(b.out);
         }
         int after = itest_daemon_wait_fd_count(d, before, 2 * ITEST_WAIT_MS);
-        ck_assert_msg(after <= before, "0.%d: daemon fds %d before, %d after close", wasi,
-                      before, after);
+        ck_assert_msg(after <= before, "0.%d: daemon fds %d before, %d after close", wasi, before,
+                      after);
         ck_assert(port_free_within(port, ITEST_WAIT_MS));
     }
 }
@@ -582,8 +578,8 @@ START_TEST(test_many_connections_cleanup) {
         }
         wasock_tcp_drop(l);
         int after = itest_daemon_wait_fd_count(d, before, 2 * ITEST_WAIT_MS);
-        ck_assert_msg(after <= before, "0.%d: daemon fds %d before, %d after %d connections",
-                      wasi, before, after, MANY_CONNECTIONS);
+        ck_assert_msg(after <= before, "0.%d: daemon fds %d before, %d after %d connections", wasi,
+                      before, after, MANY_CONNECTIONS);
         wasock_client_close(c);
     }
 }
@@ -785,8 +781,8 @@ START_TEST(test_threads_share_one_client) {
             pthread_join(threads[i], NULL);
         }
         for (int i = 0; i < THREADS; i++) {
-            ck_assert_msg(jobs[i].failures == 0, "0.%d thread %d: %d failures, first: %s", wasi,
-                          i, jobs[i].failures, jobs[i].first_failure);
+            ck_assert_msg(jobs[i].failures == 0, "0.%d thread %d: %d failures, first: %s", wasi, i,
+                          jobs[i].failures, jobs[i].first_failure);
         }
         wasock_client_close(c);
     }

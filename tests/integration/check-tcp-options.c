@@ -15,7 +15,7 @@
 /* The kernel's largest TCP_KEEPIDLE / TCP_KEEPINTVL (seconds) and
  * TCP_KEEPCNT (Linux MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT). */
 #define KERNEL_KEEPALIVE_TIME_MAX_S 32767
-#define KERNEL_KEEPALIVE_COUNT_MAX 127
+#define KERNEL_KEEPALIVE_COUNT_MAX  127
 
 /* Buffer sizes that every Linux default (net.core.[rw]mem_max = 212992)
  * accepts exactly. */
@@ -61,13 +61,11 @@ static void expect_options(wasock_tcp *s, const options *want, const char *what)
                   (unsigned long long)got.idle_ns, (unsigned long long)want->idle_ns);
     ck_assert_msg(got.interval_ns == want->interval_ns, "%s: interval %llu ns, want %llu", what,
                   (unsigned long long)got.interval_ns, (unsigned long long)want->interval_ns);
-    ck_assert_msg(got.count == want->count, "%s: count %u, want %u", what, got.count,
-                  want->count);
+    ck_assert_msg(got.count == want->count, "%s: count %u, want %u", what, got.count, want->count);
     ck_assert_msg(got.hop_limit == want->hop_limit, "%s: hop limit %u, want %u", what,
                   got.hop_limit, want->hop_limit);
     ck_assert_msg(got.receive_buffer == want->receive_buffer, "%s: rcvbuf %llu, want %llu", what,
-                  (unsigned long long)got.receive_buffer,
-                  (unsigned long long)want->receive_buffer);
+                  (unsigned long long)got.receive_buffer, (unsigned long long)want->receive_buffer);
     ck_assert_msg(got.send_buffer == want->send_buffer, "%s: sndbuf %llu, want %llu", what,
                   (unsigned long long)got.send_buffer, (unsigned long long)want->send_buffer);
 }
@@ -180,8 +178,8 @@ START_TEST(test_keep_alive_readback_and_clamps) {
         uint32_t got;
         ITEST_EXPECT(wasock_tcp_set_keep_alive_count(s, counts[i].set), WASOCK_OK);
         ITEST_EXPECT(wasock_tcp_keep_alive_count(s, &got), WASOCK_OK);
-        ck_assert_msg(got == counts[i].want, "count %u reads back %u, want %u", counts[i].set,
-                      got, counts[i].want);
+        ck_assert_msg(got == counts[i].want, "count %u reads back %u, want %u", counts[i].set, got,
+                      counts[i].want);
     }
     wasock_tcp_drop(s);
     wasock_client_close(c);
@@ -359,8 +357,9 @@ START_TEST(test_inheritance_on_accept) {
         itest_conn accepted;
         itest_accept(c, l, &accepted);
         ck_assert_int_eq(wasock_tcp_address_family(accepted.s), fam);
-        expect_options(accepted.s, &first, while_listening ? "accepted (set while listening)"
-                                                           : "accepted (set before listen)");
+        expect_options(accepted.s, &first,
+                       while_listening ? "accepted (set while listening)"
+                                       : "accepted (set before listen)");
 
         options second = {.keep_alive = defaults.keep_alive,
                           .idle_ns = 43 * SECOND_NS,

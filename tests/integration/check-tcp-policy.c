@@ -19,14 +19,14 @@
 
 /* Loopback ports the deny policy refuses, below Linux's ephemeral range
  * (32768-60999) so no kernel-chosen port falls into them. */
-#define DENIED_CONNECT_FIRST 23100
-#define DENIED_CONNECT_LAST 23149
-#define DENIED_BIND_FIRST 23150
-#define DENIED_BIND_LAST 23199
+#define DENIED_CONNECT_FIRST  23100
+#define DENIED_CONNECT_LAST   23149
+#define DENIED_BIND_FIRST     23150
+#define DENIED_BIND_LAST      23199
 #define REFUSED_CONNECT_FIRST 23200
-#define REFUSED_CONNECT_LAST 23249
-#define DENIED_LISTEN_FIRST 23250
-#define DENIED_LISTEN_LAST 23299
+#define REFUSED_CONNECT_LAST  23249
+#define DENIED_LISTEN_FIRST   23250
+#define DENIED_LISTEN_LAST    23299
 
 /* The socket limit of the "limited" tenant. */
 #define LIMITED_SOCKETS 3
@@ -124,8 +124,8 @@ static void restrictive_setup(void) {
     unsigned uid = (unsigned)getuid();
     int n = snprintf(text, sizeof text, restrictive_policy_fmt, uid, DENIED_CONNECT_FIRST,
                      DENIED_CONNECT_LAST, REFUSED_CONNECT_FIRST, REFUSED_CONNECT_LAST,
-                     DENIED_BIND_FIRST, DENIED_BIND_LAST, DENIED_LISTEN_FIRST,
-                     DENIED_LISTEN_LAST, uid, uid, LIMITED_SOCKETS);
+                     DENIED_BIND_FIRST, DENIED_BIND_LAST, DENIED_LISTEN_FIRST, DENIED_LISTEN_LAST,
+                     uid, uid, LIMITED_SOCKETS);
     ck_assert(n > 0 && n < (int)sizeof text);
     start_with_policy(text);
 }
@@ -145,8 +145,7 @@ static wasock_addr documentation(wasock_family f, uint16_t port) {
 }
 
 /* A plain loopback listener on some port in [first, last]; asserts. */
-static int plain_listen_in_range(wasock_family f, uint16_t first, uint16_t last,
-                                 uint16_t *port) {
+static int plain_listen_in_range(wasock_family f, uint16_t first, uint16_t last, uint16_t *port) {
     for (unsigned p = first; p <= last; p++) {
         int fd = itest_plain_listen_at(f, NULL, (uint16_t)p);
         if (fd >= 0) {
@@ -379,10 +378,10 @@ START_TEST(test_denied_connect_port_range) {
     }
     wasock_client *c = itest_client_open(&policy_daemon, wasi, NULL);
     uint16_t denied_port, refused_port, open_port;
-    int denied_l = plain_listen_in_range(fam, DENIED_CONNECT_FIRST, DENIED_CONNECT_LAST,
-                                         &denied_port);
-    int refused_l = plain_listen_in_range(fam, REFUSED_CONNECT_FIRST, REFUSED_CONNECT_LAST,
-                                          &refused_port);
+    int denied_l =
+        plain_listen_in_range(fam, DENIED_CONNECT_FIRST, DENIED_CONNECT_LAST, &denied_port);
+    int refused_l =
+        plain_listen_in_range(fam, REFUSED_CONNECT_FIRST, REFUSED_CONNECT_LAST, &refused_port);
     int open_l = itest_plain_listen(fam, &open_port);
     ck_assert(open_port < DENIED_CONNECT_FIRST || open_port > REFUSED_CONNECT_LAST);
 
@@ -616,25 +615,25 @@ static void add_case(Suite *s, const char *name, const TTest *test, void (*setup
 
 static Suite *tcp_policy_suite(void) {
     Suite *s = suite_create("tcp-policy");
-    add_case(s, "default_connect", test_default_denies_non_loopback_connect,
-             itest_fixture_setup, itest_fixture_teardown, true);
+    add_case(s, "default_connect", test_default_denies_non_loopback_connect, itest_fixture_setup,
+             itest_fixture_teardown, true);
     add_case(s, "default_bind", test_default_denies_non_loopback_bind, itest_fixture_setup,
              itest_fixture_teardown, true);
     add_case(s, "default_listen_wildcard", test_default_denies_implicit_wildcard_listen,
              itest_fixture_setup, itest_fixture_teardown, true);
-    add_case(s, "address_not_bindable", test_permissive_address_not_bindable,
-             permissive_setup, policy_teardown, true);
-    add_case(s, "listen_unbound", test_permissive_listen_unbound, permissive_setup,
+    add_case(s, "address_not_bindable", test_permissive_address_not_bindable, permissive_setup,
              policy_teardown, true);
+    add_case(s, "listen_unbound", test_permissive_listen_unbound, permissive_setup, policy_teardown,
+             true);
     add_case(s, "v6_only", test_permissive_v6_only, permissive_setup, policy_teardown, false);
     add_case(s, "connect_port_range", test_denied_connect_port_range, restrictive_setup,
              policy_teardown, true);
-    add_case(s, "bind_port_range", test_denied_bind_port_range, restrictive_setup,
-             policy_teardown, true);
+    add_case(s, "bind_port_range", test_denied_bind_port_range, restrictive_setup, policy_teardown,
+             true);
     add_case(s, "listen_denied", test_denied_listen_closes, restrictive_setup, policy_teardown,
              true);
-    add_case(s, "accept_refused", test_denied_accept_is_skipped, restrictive_setup,
-             policy_teardown, true);
+    add_case(s, "accept_refused", test_denied_accept_is_skipped, restrictive_setup, policy_teardown,
+             true);
     add_case(s, "no_tcp", test_tenant_without_tcp, restrictive_setup, policy_teardown, false);
     add_case(s, "socket_limit", test_socket_limit, restrictive_setup, policy_teardown, false);
     add_case(s, "other_uid", test_tenant_for_another_uid, restrictive_setup, policy_teardown,

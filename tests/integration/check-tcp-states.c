@@ -145,10 +145,10 @@ END_TEST
  * leaves the socket unbound. */
 static void expect_bind_invalid(wasock_client *c, wasock_tcp *s, const char *text) {
     wasock_addr a = itest_addr(text);
-    wasock_err e = wasock_client_wasi_version(c) == 2 ? wasock_tcp_start_bind(s, &a)
-                                                      : wasock_tcp_bind(s, &a);
-    ck_assert_msg(e == WASOCK_E_INVALID_ARGUMENT, "bind %s: got %s, want invalid-argument",
-                  text, wasock_err_name(e));
+    wasock_err e =
+        wasock_client_wasi_version(c) == 2 ? wasock_tcp_start_bind(s, &a) : wasock_tcp_bind(s, &a);
+    ck_assert_msg(e == WASOCK_E_INVALID_ARGUMENT, "bind %s: got %s, want invalid-argument", text,
+                  wasock_err_name(e));
     wasock_addr local;
     ITEST_EXPECT(wasock_tcp_local_address(s, &local), WASOCK_E_INVALID_STATE);
     ITEST_EXPECT(wasock_tcp_finish_bind(s), WASOCK_E_NOT_IN_PROGRESS);

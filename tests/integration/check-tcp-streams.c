@@ -374,9 +374,8 @@ START_TEST(test_bulk_transfer_plain_peer) {
                       "transfer (%s side): %s; up %zu/%zu read %zu bad@%zd, down %zu/%zu read "
                       "%zu bad@%zd",
                       accept_side ? "accept" : "connect", strerror(-r), flows[0].written,
-                      flows[0].total, flows[0].read, (ssize_t)flows[0].first_bad,
-                      flows[1].written, flows[1].total, flows[1].read,
-                      (ssize_t)flows[1].first_bad);
+                      flows[0].total, flows[0].read, (ssize_t)flows[0].first_bad, flows[1].written,
+                      flows[1].total, flows[1].read, (ssize_t)flows[1].first_bad);
         /* Then each side ends its direction and the other sees EOF. */
         ck_assert_int_eq(shutdown(p.peer, SHUT_WR), 0);
         ck_assert_int_eq(itest_read_to_eof(p.w.in, ITEST_WAIT_MS), 0);

@@ -230,8 +230,7 @@ static bool socket_accepts(const char *path) {
 }
 
 /* The child side of the fork: becomes wasockd. Never returns. */
-static void exec_daemon(const char *wasockd, const itest_daemon *d, int log_fd,
-                        pid_t test_pid) {
+static void exec_daemon(const char *wasockd, const itest_daemon *d, int log_fd, pid_t test_pid) {
     /* Dies with the test process, so a test killed by a timeout leaves no
      * daemon behind. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -294,9 +293,9 @@ static void note_test_case(const itest_daemon *d) {
  * the socket goes there too unless socket_path names another place. */
 static void prepare_daemon(itest_daemon *d, const char *socket_path, const char *policy_yaml) {
     memset(d, 0, sizeof *d);
-    int n = run_dir[0] != '\0' ? snprintf(d->dir, sizeof d->dir, "%s/d-XXXXXX", run_dir)
-                               : snprintf(d->dir, sizeof d->dir, "%s/wasockd-itest-XXXXXX",
-                                          temp_base());
+    int n = run_dir[0] != '\0'
+                ? snprintf(d->dir, sizeof d->dir, "%s/d-XXXXXX", run_dir)
+                : snprintf(d->dir, sizeof d->dir, "%s/wasockd-itest-XXXXXX", temp_base());
     ck_assert(n > 0 && (size_t)n < sizeof d->dir);
     ck_assert_msg(mkdtemp(d->dir) != NULL, "mkdtemp: %s", strerror(errno));
 
@@ -557,8 +556,7 @@ static void report_and_remove_run_dir(void) {
             }
             /* No Check assertions here: this runs outside any test. */
             char name_path[ITEST_PATH_MAX], name[128] = "?";
-            int a = snprintf(name_path, sizeof name_path, "%s/%s", left.dir,
-                             ITEST_TEST_NAME_FILE);
+            int a = snprintf(name_path, sizeof name_path, "%s/%s", left.dir, ITEST_TEST_NAME_FILE);
             int b = snprintf(left.log_path, sizeof left.log_path, "%s/wasockd.log", left.dir);
             if (a <= 0 || (size_t)a >= sizeof name_path || b <= 0 ||
                 (size_t)b >= sizeof left.log_path) {
@@ -709,8 +707,8 @@ static socklen_t plain_sockaddr(wasock_family f, const char *ip, uint16_t port,
     struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
     sin6->sin6_family = AF_INET6;
     sin6->sin6_port = htons(port);
-    ck_assert_msg(inet_pton(AF_INET6, ip ? ip : "::1", &sin6->sin6_addr) == 1,
-                  "bad IPv6 text %s", ip);
+    ck_assert_msg(inet_pton(AF_INET6, ip ? ip : "::1", &sin6->sin6_addr) == 1, "bad IPv6 text %s",
+                  ip);
     return sizeof *sin6;
 }
 
@@ -979,8 +977,7 @@ void itest_connect_to(wasock_client *c, wasock_family f, uint16_t port, itest_co
 }
 
 void itest_accept(wasock_client *c, wasock_tcp *listener, itest_conn *conn) {
-    ck_assert_msg(itest_wait_ready(c, listener, ITEST_WAIT_MS),
-                  "listener did not become ready");
+    ck_assert_msg(itest_wait_ready(c, listener, ITEST_WAIT_MS), "listener did not become ready");
     wasock_tcp *s = NULL;
     int in = -1, out = -1;
     wasock_err e = wasock_tcp_accept(listener, &s, &in, &out);

@@ -128,12 +128,12 @@ void itest_tcase_defaults(TCase *tc);
 int itest_run_suite(Suite *s);
 
 /* Asserts that a libwasock call returns `want`, naming both on failure. */
-#define ITEST_EXPECT(call, want)                                                          \
-    do {                                                                                  \
-        wasock_err itest_got_ = (call);                                                   \
-        wasock_err itest_want_ = (want);                                                  \
-        ck_assert_msg(itest_got_ == itest_want_, "%s: got %s, want %s", #call,           \
-                      wasock_err_name(itest_got_), wasock_err_name(itest_want_));         \
+#define ITEST_EXPECT(call, want)                                                                   \
+    do {                                                                                           \
+        wasock_err itest_got_ = (call);                                                            \
+        wasock_err itest_want_ = (want);                                                           \
+        ck_assert_msg(itest_got_ == itest_want_, "%s: got %s, want %s", #call,                     \
+                      wasock_err_name(itest_got_), wasock_err_name(itest_want_));                  \
     } while (0)
 
 /* ---------------------------------------------------------------- clients */

@@ -19,10 +19,10 @@
 /* One raw connection to the daemon, with its receive buffer. */
 typedef struct itest_raw {
     int fd;
-    uint32_t next_id;                    /* request ids: 1, 2, ... */
-    uint8_t buf[2 * PROTO_MAX_FRAME];    /* bytes received, not yet decoded */
+    uint32_t next_id;                 /* request ids: 1, 2, ... */
+    uint8_t buf[2 * PROTO_MAX_FRAME]; /* bytes received, not yet decoded */
     size_t len;
-    unsigned fds_received;               /* descriptors that came with frames (closed) */
+    unsigned fds_received; /* descriptors that came with frames (closed) */
 } itest_raw;
 
 /* Connects to the daemon's socket (asserts). The connection is the caller's:
@@ -38,8 +38,7 @@ int itest_raw_send_bytes(itest_raw *r, const void *buf, size_t len);
 
 /* Sends bytes with descriptors attached (SCM_RIGHTS; the fds stay the
  * caller's). Returns 0 or -errno. */
-int itest_raw_send_with_fds(itest_raw *r, const void *buf, size_t len, const int *fds,
-                            size_t nfds);
+int itest_raw_send_with_fds(itest_raw *r, const void *buf, size_t len, const int *fds, size_t nfds);
 
 /* Encodes m and sends it; when m->id is 0 and m is a request, the next id
  * is used and written back to m->id. Returns 0 or -errno. Asserts that m
