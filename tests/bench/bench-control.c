@@ -27,7 +27,7 @@
 /* Threads sharing one client in the pipelined row (requests in flight). */
 static const unsigned control_in_flight[] = {1, 16, 64};
 #define CONTROL_IN_FLIGHT_COUNT (sizeof(control_in_flight) / sizeof(control_in_flight[0]))
-#define CONTROL_MAX_THREADS 64
+#define CONTROL_MAX_THREADS     64
 
 /* ------------------------------------------------------------------ round trip */
 
@@ -111,8 +111,7 @@ void bench_row_round_trip(bench_daemon *d) {
                         "wasock_tcp_keep_alive_enabled (one request, one reply, one "
                         "getsockopt in the daemon), in one thread");
     bench_series *wasockd = bench_series_add(g, "wasockd", "keep-alive getter via libwasock");
-    bench_series *direct =
-        bench_series_add(g, "direct", "AF_UNIX ping-pong, 64 B, 2 threads");
+    bench_series *direct = bench_series_add(g, "direct", "AF_UNIX ping-pong, 64 B, 2 threads");
     bench_compare(g, wasockd, direct, (bench_target){BENCH_TARGET_AT_MOST, 1.5, "<= 1.5x"});
 
     wasock_client *c = NULL;
@@ -200,8 +199,8 @@ static double pipelined_ops(wasock_tcp **sockets, unsigned threads, wasock_err *
     for (; started < threads; started++) {
         workers[started].run = &run;
         workers[started].socket = sockets[started];
-        if (pthread_create(&workers[started].thread, NULL, pipeline_thread,
-                           &workers[started]) != 0) {
+        if (pthread_create(&workers[started].thread, NULL, pipeline_thread, &workers[started]) !=
+            0) {
             /* Release the threads already waiting and report. */
             atomic_store(&run.stop, true);
             *err = WASOCK_E_OUT_OF_MEMORY;
@@ -291,8 +290,7 @@ void bench_row_pipelined(bench_daemon *d) {
         for (size_t i = 0; i < CONTROL_IN_FLIGHT_COUNT; i++) {
             double ops = pipelined_ops(sockets, control_in_flight[i], &e);
             if (e != WASOCK_OK) {
-                bench_group_error(g, "%u threads: %s", control_in_flight[i],
-                                  wasock_err_name(e));
+                bench_group_error(g, "%u threads: %s", control_in_flight[i], wasock_err_name(e));
                 goto out;
             }
             bench_series_sample(series[i], ops);

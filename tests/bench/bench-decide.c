@@ -154,8 +154,7 @@ static void make_request(decide_request *r, unsigned rules, uint64_t *rng) {
         break;
     case 1:
         r->req.op = POLICY_OP_TCP_CONNECT;
-        snprintf(r->host, sizeof(r->host), miss ? "api%u.other.example" : "api%u.bench.example",
-                 k);
+        snprintf(r->host, sizeof(r->host), miss ? "api%u.other.example" : "api%u.bench.example", k);
         r->req.host = r->host;
         policy_endpoint_parse("198.51.100.7:443", &r->req.remote);
         break;
@@ -224,8 +223,9 @@ void bench_row_decide(bench_daemon *d) {
             make_request(&requests[i][k], decide_rule_counts[i], &rng);
         }
     }
-    bench_group_note(g, "rules of four shapes (remote /24+port, host name, listen port, IPv6 "
-                        "/48+port range); policy_load_buffer took %.1f / %.1f / %.1f ms",
+    bench_group_note(g,
+                     "rules of four shapes (remote /24+port, host name, listen port, IPv6 "
+                     "/48+port range); policy_load_buffer took %.1f / %.1f / %.1f ms",
                      load_ms[0], load_ms[1], load_ms[2]);
     for (unsigned rep = 0; rep < bench_cfg.reps; rep++) {
         for (size_t i = 0; i < DECIDE_SIZES; i++) {

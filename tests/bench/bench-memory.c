@@ -23,7 +23,7 @@
 
 /* Connection counts of the row; --quick measures the first only. */
 static const unsigned memory_connection_counts[] = {1000, 10000};
-#define MEMORY_CONNECTION_SIZES \
+#define MEMORY_CONNECTION_SIZES                                                                    \
     (sizeof(memory_connection_counts) / sizeof(memory_connection_counts[0]))
 
 /* Idle sessions opened for the session figure. */
@@ -180,8 +180,8 @@ static double rss_per_connection(unsigned count, char *why, size_t why_len) {
         }
     }
     if (!holder_wait(&h, count)) {
-        snprintf(why, why_len, "the peer accepted %u of %u connections",
-                 atomic_load(&h.held), count);
+        snprintf(why, why_len, "the peer accepted %u of %u connections", atomic_load(&h.held),
+                 count);
         goto out;
     }
     bench_sleep_ms(MEMORY_SETTLE_MS);
@@ -265,12 +265,15 @@ static double rss_per_session(unsigned count, unsigned *opened, wasock_err *refu
 void bench_row_memory(bench_daemon *shared) {
     (void)shared; /* every repetition uses a fresh daemon */
     char why[BENCH_TEXT_MAX];
-    bench_group *g = bench_group_open("memory_connection", "daemon memory per relayed TCP connection",
-                                      "bytes", BENCH_LOWER_IS_BETTER);
+    bench_group *g =
+        bench_group_open("memory_connection", "daemon memory per relayed TCP connection", "bytes",
+                         BENCH_LOWER_IS_BETTER);
     bench_group_note(g, "VmRSS of a fresh daemon with N connections open (peers hold them "
                         "idle) minus VmRSS before; kernel socket and pipe buffers are not in RSS");
-    bench_group_note(g, "connections spread over sessions of at most %d (the daemon caps "
-                        "resources per session)", MEMORY_CONNECTIONS_PER_SESSION);
+    bench_group_note(g,
+                     "connections spread over sessions of at most %d (the daemon caps "
+                     "resources per session)",
+                     MEMORY_CONNECTIONS_PER_SESSION);
     size_t sizes = BENCH_PICK(MEMORY_CONNECTION_SIZES, 1);
     bench_series *series[MEMORY_CONNECTION_SIZES] = {0};
     unsigned counts[MEMORY_CONNECTION_SIZES] = {0};
@@ -283,8 +286,10 @@ void bench_row_memory(bench_daemon *shared) {
         if (limit < need) {
             long room = limit > MEMORY_FD_RESERVE ? limit - MEMORY_FD_RESERVE : 0;
             counts[i] = (unsigned)(room / MEMORY_FDS_PER_CONNECTION);
-            bench_group_note(g, "%u connections capped at %u: RLIMIT_NOFILE is %ld and cannot "
-                                "be raised to %ld", want, counts[i], limit, need);
+            bench_group_note(g,
+                             "%u connections capped at %u: RLIMIT_NOFILE is %ld and cannot "
+                             "be raised to %ld",
+                             want, counts[i], limit, need);
         }
         char key[32], label[64];
         snprintf(key, sizeof(key), "conns-%u", want);
@@ -313,8 +318,8 @@ void bench_row_memory(bench_daemon *shared) {
         }
     }
 
-    bench_group *gs = bench_group_open("memory_session", "daemon memory per idle session",
-                                       "bytes", BENCH_LOWER_IS_BETTER);
+    bench_group *gs = bench_group_open("memory_session", "daemon memory per idle session", "bytes",
+                                       BENCH_LOWER_IS_BETTER);
     bench_group_note(gs, "VmRSS of a fresh daemon with N admitted sessions (HELLO done, no "
                          "sockets) minus VmRSS before; kernel buffers are not in RSS");
     char label[96];
@@ -340,9 +345,10 @@ void bench_row_memory(bench_daemon *shared) {
         bench_series_sample(sessions, per);
     }
     if (admitted_min < MEMORY_SESSIONS) {
-        bench_group_note(gs, "capped: the daemon admitted only %u sessions from this uid "
-                             "(session %u failed: %s; wasockd caps sessions per uid), so the "
-                             "figure is per admitted session",
+        bench_group_note(gs,
+                         "capped: the daemon admitted only %u sessions from this uid "
+                         "(session %u failed: %s; wasockd caps sessions per uid), so the "
+                         "figure is per admitted session",
                          admitted_min, admitted_min + 1, wasock_err_name(refusal));
     }
 }

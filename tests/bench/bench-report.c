@@ -365,8 +365,8 @@ static void print_group(unsigned index, const bench_group *g) {
         } else if (!sm.valid) {
             printf("   %-*.*s  no samples\n", REPORT_LABEL_WIDTH, REPORT_LABEL_WIDTH + 30, label);
         } else {
-            printf("   %-*.*s %12s %12s %12s\n", REPORT_LABEL_WIDTH, REPORT_LABEL_WIDTH + 30,
-                   label, format_number(sm.median, med, sizeof(med)),
+            printf("   %-*.*s %12s %12s %12s\n", REPORT_LABEL_WIDTH, REPORT_LABEL_WIDTH + 30, label,
+                   format_number(sm.median, med, sizeof(med)),
                    format_number(sm.min, lo, sizeof(lo)), format_number(sm.max, hi, sizeof(hi)));
         }
     }
@@ -583,8 +583,7 @@ int bench_report_write_tsv(const char *path) {
             fputc('\t', f);
             tsv_cell(f, g->unit);
             if (sm.valid) {
-                fprintf(f, "\t%.6g\t%.6g\t%.6g\t%u\t\t\n", sm.median, sm.min, sm.max,
-                        s->nsamples);
+                fprintf(f, "\t%.6g\t%.6g\t%.6g\t%u\t\t\n", sm.median, sm.min, sm.max, s->nsamples);
             } else {
                 fputs("\t\t\t\t0\t\t\n", f);
             }

@@ -42,7 +42,7 @@
 /* Bytes moved per bulk transfer: large enough that connection set-up is
  * negligible, small enough for the time budget (about 0.3 s through a
  * slow relay). */
-#define TCP_BULK_BYTES_FULL (256ul << 20)
+#define TCP_BULK_BYTES_FULL  (256ul << 20)
 #define TCP_BULK_BYTES_QUICK (64ul << 20)
 
 /* Size of each read(2)/write(2) of a bulk transfer, on every path alike. */
@@ -61,7 +61,7 @@
 /* How long socat gets to start listening, and to exit after its two
  * connections closed. */
 #define TCP_SOCAT_START_MS 5000
-#define TCP_SOCAT_EXIT_MS 5000
+#define TCP_SOCAT_EXIT_MS  5000
 
 /* ------------------------------------------------------------------ plain acceptor */
 
@@ -159,15 +159,15 @@ static double direct_connect_rate(uint16_t port) {
 }
 
 void bench_row_connect(bench_daemon *d) {
-    bench_group *g = bench_group_open("connect", "TCP connect to a loopback listener",
-                                      "connects/s", BENCH_HIGHER_IS_BETTER);
+    bench_group *g = bench_group_open("connect", "TCP connect to a loopback listener", "connects/s",
+                                      BENCH_HIGHER_IS_BETTER);
     bench_group_note(g, "wasockd: create, start-connect, wait ready, finish-connect (two stream "
                         "fds), drop; direct: socket, connect, close");
     bench_series *wasockd = bench_series_add(g, "wasockd", "create+connect+stream fds+drop");
     bench_series *direct = bench_series_add(g, "direct", "socket+connect+close");
-    bench_compare(g, wasockd, direct,
-                  (bench_target){BENCH_TARGET_AT_LEAST, 1.0 / 3.0,
-                                 ">= 0.33x (connect time <= 3x direct)"});
+    bench_compare(
+        g, wasockd, direct,
+        (bench_target){BENCH_TARGET_AT_LEAST, 1.0 / 3.0, ">= 0.33x (connect time <= 3x direct)"});
 
     acceptor a;
     wasock_client *c = NULL;
@@ -206,7 +206,7 @@ void bench_row_connect(bench_daemon *d) {
  * more than TCP_ACCEPT_WINDOW connections ahead of the accepting side. */
 typedef struct connector {
     uint16_t port;
-    unsigned long total;    /* connections to make */
+    unsigned long total; /* connections to make */
     pthread_mutex_t lock;
     pthread_cond_t changed;
     unsigned long accepted; /* guarded by lock: reported by the accepting side */
@@ -220,8 +220,7 @@ static void *connector_thread(void *arg) {
     for (unsigned long made = 0; made < k->total; made++) {
         pthread_mutex_lock(&k->lock);
         int64_t deadline = bench_now_ns() + (int64_t)BENCH_WAIT_MS * 1000000;
-        while (!k->stop && made - k->accepted >= TCP_ACCEPT_WINDOW &&
-               bench_now_ns() < deadline) {
+        while (!k->stop && made - k->accepted >= TCP_ACCEPT_WINDOW && bench_now_ns() < deadline) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 10 * 1000000; /* re-check stop and the deadline */
@@ -287,8 +286,8 @@ static unsigned long accept_sample_count(void) {
 
 /* One sample of accepts through a daemon listener: accepts per second, or
  * -1 with *why set. */
-static double wasockd_accept_rate(wasock_client *c, wasock_tcp *l, uint16_t port,
-                                  char *why, size_t why_len) {
+static double wasockd_accept_rate(wasock_client *c, wasock_tcp *l, uint16_t port, char *why,
+                                  size_t why_len) {
     connector k;
     unsigned long total = accept_sample_count(), done = 0;
     int r = connector_start(&k, port, total);
@@ -396,8 +395,7 @@ static wasock_err wasockd_listener(wasock_client *c, wasock_tcp **out, uint16_t 
         e = wasock_tcp_start_listen(l);
     }
     if (e == WASOCK_OK) {
-        e = bench_wait_ready(c, l, BENCH_WAIT_MS) ? wasock_tcp_finish_listen(l)
-                                                  : WASOCK_E_TIMEOUT;
+        e = bench_wait_ready(c, l, BENCH_WAIT_MS) ? wasock_tcp_finish_listen(l) : WASOCK_E_TIMEOUT;
     }
     if (e == WASOCK_OK) {
         e = wasock_tcp_local_address(l, &a);
@@ -414,9 +412,11 @@ static wasock_err wasockd_listener(wasock_client *c, wasock_tcp **out, uint16_t 
 void bench_row_accept(bench_daemon *d) {
     bench_group *g = bench_group_open("accept", "TCP accept of connections from a plain client",
                                       "accepts/s", BENCH_HIGHER_IS_BETTER);
-    bench_group_note(g, "a plain client thread connects and closes, at most %d ahead; "
-                        "wasockd: wait ready, accept (two stream fds), drop; direct: accept4, "
-                        "close", TCP_ACCEPT_WINDOW);
+    bench_group_note(g,
+                     "a plain client thread connects and closes, at most %d ahead; "
+                     "wasockd: wait ready, accept (two stream fds), drop; direct: accept4, "
+                     "close",
+                     TCP_ACCEPT_WINDOW);
     bench_series *wasockd = bench_series_add(g, "wasockd", "daemon listener: accept+drop");
     bench_series *direct = bench_series_add(g, "direct", "accept4+close");
     bench_compare(g, wasockd, direct, (bench_target){0});
@@ -487,8 +487,7 @@ static int free_loopback_port(uint16_t *port) {
 /* Starts socat relaying 127.0.0.1:listen_port to 127.0.0.1:target. */
 static pid_t socat_start(uint16_t listen_port, uint16_t target) {
     char listen_arg[64], connect_arg[64];
-    snprintf(listen_arg, sizeof(listen_arg), "TCP-LISTEN:%u,bind=127.0.0.1,reuseaddr",
-             listen_port);
+    snprintf(listen_arg, sizeof(listen_arg), "TCP-LISTEN:%u,bind=127.0.0.1,reuseaddr", listen_port);
     snprintf(connect_arg, sizeof(connect_arg), "TCP:127.0.0.1:%u", target);
     pid_t parent = getpid();
     fflush(NULL);
@@ -757,8 +756,10 @@ static bool bulk_sample(bench_group *g, bench_series *s, path_kind k, wasock_cli
     double mbps = bulk_transfer(&p, BENCH_PICK(TCP_BULK_BYTES_FULL, TCP_BULK_BYTES_QUICK), upload);
     path_close(&p);
     if (mbps < 0) {
-        bench_group_error(g, "%s transfer: %s", k == PATH_WASOCKD ? "wasockd"
-                                              : k == PATH_SOCAT ? "socat" : "direct",
+        bench_group_error(g, "%s transfer: %s",
+                          k == PATH_WASOCKD ? "wasockd"
+                          : k == PATH_SOCAT ? "socat"
+                                            : "direct",
                           strerror((int)-mbps));
         return false;
     }
@@ -784,8 +785,9 @@ void bench_row_bulk(bench_daemon *d) {
     for (size_t i = 0; i < sizeof(directions) / sizeof(directions[0]); i++) {
         bench_group *g = bench_group_open(directions[i].key, directions[i].title, "MB/s",
                                           BENCH_HIGHER_IS_BETTER);
-        bench_group_note(g, "%lu MiB per transfer in %u KiB reads/writes; one new connection "
-                            "per transfer, timed from the first byte to the last",
+        bench_group_note(g,
+                         "%lu MiB per transfer in %u KiB reads/writes; one new connection "
+                         "per transfer, timed from the first byte to the last",
                          BENCH_PICK(TCP_BULK_BYTES_FULL, TCP_BULK_BYTES_QUICK) >> 20,
                          TCP_BULK_CHUNK / 1024);
         bench_series *direct = bench_series_add(g, "direct", "loopback TCP");

@@ -218,8 +218,7 @@ int bench_daemon_start(bench_daemon *d) {
             return -ECHILD;
         }
         if (bench_now_ns() >= deadline) {
-            fprintf(stderr, "wasock-bench: wasockd did not accept on %s in time\n",
-                    d->socket_path);
+            fprintf(stderr, "wasock-bench: wasockd did not accept on %s in time\n", d->socket_path);
             kill(pid, SIGKILL);
             reap_within(pid, &status, BENCH_DAEMON_STOP_MS);
             d->pid = 0;

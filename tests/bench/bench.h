@@ -23,18 +23,18 @@
 
 /* Repetitions of every figure: enough for a median that one scheduling
  * hiccup cannot move, few enough for the 10-minute budget. */
-#define BENCH_REPS_FULL 5
+#define BENCH_REPS_FULL  5
 #define BENCH_REPS_QUICK 3
 /* Most repetitions --reps accepts (sample arrays are this long). */
 #define BENCH_REPS_MAX 15
 
 /* Groups (rows of the catalogue may open several), series per group and
  * comparisons per group: fixed so the store needs no allocation. */
-#define BENCH_MAX_GROUPS 24
-#define BENCH_MAX_SERIES 8
+#define BENCH_MAX_GROUPS      24
+#define BENCH_MAX_SERIES      8
 #define BENCH_MAX_COMPARISONS 8
-#define BENCH_MAX_NOTES 4
-#define BENCH_TEXT_MAX 160
+#define BENCH_MAX_NOTES       4
+#define BENCH_TEXT_MAX        160
 
 /* Longest any set-up step on loopback or the local Unix socket may take
  * (connect, accept, a daemon reply) before it counts as an error: far above
@@ -47,11 +47,11 @@
 /* ------------------------------------------------------------------ config */
 
 typedef struct bench_config {
-    bool quick;             /* smaller counts, fewer repetitions */
-    unsigned reps;          /* repetitions of every figure */
-    const char *wasockd;    /* path of the daemon to start */
-    const char *socat;      /* path of socat, or NULL when not found */
-    bool verbose;           /* progress lines on stderr */
+    bool quick;          /* smaller counts, fewer repetitions */
+    unsigned reps;       /* repetitions of every figure */
+    const char *wasockd; /* path of the daemon to start */
+    const char *socat;   /* path of socat, or NULL when not found */
+    bool verbose;        /* progress lines on stderr */
 } bench_config;
 
 extern bench_config bench_cfg;
@@ -95,8 +95,7 @@ void bench_group_note(bench_group *g, const char *fmt, ...) __attribute__((forma
 
 /* Records that the group failed; the tool then exits with status 1. The
  * samples taken so far are still reported. printf format. */
-void bench_group_error(bench_group *g, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void bench_group_error(bench_group *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Adds a series (one measured thing); key unique in the group. */
 bench_series *bench_series_add(bench_group *g, const char *key, const char *label);
@@ -106,8 +105,7 @@ void bench_series_sample(bench_series *s, double value);
 
 /* Marks a series as skipped with a reason (e.g. socat missing); it is
  * printed with the reason instead of figures. */
-void bench_series_skip(bench_series *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void bench_series_skip(bench_series *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Compares the medians of series a and b (b NULL: a's median itself) and
  * checks the target on that ratio (or value). */
@@ -145,10 +143,10 @@ void bench_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* A wasockd started by bench_daemon_start. */
 typedef struct bench_daemon {
-    pid_t pid;                         /* 0 when not running */
-    char dir[BENCH_PATH_MAX];          /* the mkdtemp directory */
-    char socket_path[BENCH_PATH_MAX];  /* its control socket */
-    char log_path[BENCH_PATH_MAX];     /* its stderr */
+    pid_t pid;                        /* 0 when not running */
+    char dir[BENCH_PATH_MAX];         /* the mkdtemp directory */
+    char socket_path[BENCH_PATH_MAX]; /* its control socket */
+    char log_path[BENCH_PATH_MAX];    /* its stderr */
 } bench_daemon;
 
 /* Starts bench_cfg.wasockd with the built-in default policy on a socket in

@@ -29,7 +29,7 @@
 #define BENCH_DEFAULT_JSON "wasock-bench.json"
 
 /* Exit statuses. */
-#define BENCH_EXIT_OK 0
+#define BENCH_EXIT_OK    0
 #define BENCH_EXIT_ERROR 1 /* a row failed, the daemon misbehaved, or a file was not written */
 #define BENCH_EXIT_USAGE 2
 
@@ -44,16 +44,14 @@ typedef struct bench_row {
 } bench_row;
 
 static const bench_row catalogue[] = {
-    {"round_trip", "no-op round trip vs a bare Unix-socket ping-pong", bench_row_round_trip,
+    {"round_trip", "no-op round trip vs a bare Unix-socket ping-pong", bench_row_round_trip, true},
+    {"pipelined", "pipelined control operations with 1, 16 and 64 in flight", bench_row_pipelined,
      true},
-    {"pipelined", "pipelined control operations with 1, 16 and 64 in flight",
-     bench_row_pipelined, true},
     {"connect", "TCP create+connect+stream fds vs direct connect", bench_row_connect, true},
     {"accept", "TCP accept rate vs direct accept", bench_row_accept, true},
     {"bulk", "TCP bulk throughput through the relay vs direct and socat", bench_row_bulk, true},
     {"handoff", "TCP bulk throughput with handoff vs direct", NULL, true},
-    {"exchange", "small request/response exchanges, relayed vs direct", bench_row_exchange,
-     true},
+    {"exchange", "small request/response exchanges, relayed vs direct", bench_row_exchange, true},
     {"udp", "UDP datagrams/s (64 and 1400 bytes) through the daemon vs direct", NULL, true},
     {"lookup", "name lookup of a literal and of localhost vs getaddrinfo", NULL, true},
     {"policy", "policy decisions/s with 10, 1,000 and 10,000 rules", bench_row_decide, false},
@@ -149,11 +147,16 @@ static bool only_is_valid(const char *list) {
  * exit status. */
 static int parse_options(int argc, char **argv, options *o) {
     static const struct option long_opts[] = {
-        {"quick", no_argument, NULL, 'q'},         {"reps", required_argument, NULL, 'r'},
-        {"json", required_argument, NULL, 'j'},    {"tsv", required_argument, NULL, 't'},
-        {"wasockd", required_argument, NULL, 'd'}, {"socat", required_argument, NULL, 's'},
-        {"only", required_argument, NULL, 'o'},    {"list", no_argument, NULL, 'l'},
-        {"verbose", no_argument, NULL, 'v'},       {"help", no_argument, NULL, 'h'},
+        {"quick", no_argument, NULL, 'q'},
+        {"reps", required_argument, NULL, 'r'},
+        {"json", required_argument, NULL, 'j'},
+        {"tsv", required_argument, NULL, 't'},
+        {"wasockd", required_argument, NULL, 'd'},
+        {"socat", required_argument, NULL, 's'},
+        {"only", required_argument, NULL, 'o'},
+        {"list", no_argument, NULL, 'l'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static char socat_found[PATH_MAX];
@@ -220,13 +223,13 @@ static int parse_options(int argc, char **argv, options *o) {
     if (o->only != NULL && !only_is_valid(o->only)) {
         return BENCH_EXIT_USAGE;
     }
-    bench_cfg.reps = reps != 0 ? (unsigned)reps
-                               : (unsigned)BENCH_PICK(BENCH_REPS_FULL, BENCH_REPS_QUICK);
+    bench_cfg.reps =
+        reps != 0 ? (unsigned)reps : (unsigned)BENCH_PICK(BENCH_REPS_FULL, BENCH_REPS_QUICK);
     if (!socat_given) {
         bench_cfg.socat = find_in_path("socat", socat_found, sizeof(socat_found));
     } else if (access(bench_cfg.socat, X_OK) != 0) {
-        fprintf(stderr, "wasock-bench: %s: %s; the socat comparison is skipped\n",
-                bench_cfg.socat, strerror(errno));
+        fprintf(stderr, "wasock-bench: %s: %s; the socat comparison is skipped\n", bench_cfg.socat,
+                strerror(errno));
         bench_cfg.socat = NULL;
     }
     return -1;
@@ -258,8 +261,7 @@ int main(int argc, char **argv) {
     if (need_daemon) {
         int r = bench_daemon_start(&daemon);
         if (r < 0) {
-            fprintf(stderr, "wasock-bench: cannot start %s: %s\n", bench_cfg.wasockd,
-                    strerror(-r));
+            fprintf(stderr, "wasock-bench: cannot start %s: %s\n", bench_cfg.wasockd, strerror(-r));
             daemon_failed = true;
         }
     }
