@@ -52,6 +52,9 @@
  * bytes, quotes a verifier message); the record caps it at AUDIT_STRING_MAX. */
 #define AUDIT_REASON_MAX 256
 
+/* Reason of the restart record that opens each chain on the journal sink. */
+#define AUDIT_JOURNAL_START_REASON "the journal sink starts a new chain each time the log is opened"
+
 /* Prefix of each line on the journal sink, so records stand out among the
  * daemon's other stderr lines. */
 #define AUDIT_JOURNAL_PREFIX "audit: "
@@ -1135,6 +1138,12 @@ int audit_open(const char *path, const audit_options *opts, audit_log **out, cha
     log->clock_data = opts->clock_data;
 
     if (opts->sink == AUDIT_SINK_JOURNAL) {
+        /* The journal cannot be read back, so each start begins a chain;
+         * marking it lets an extract spanning restarts verify. A failed
+         * write is retried before the first record. */
+        snprintf(log->pending_reason, sizeof(log->pending_reason), "%s",
+                 AUDIT_JOURNAL_START_REASON);
+        log->restart_pending = write_restart(log, log->pending_reason) < 0;
         *out = log;
         return 0;
     }

@@ -136,7 +136,8 @@ typedef struct audit_log audit_log;
  * incomplete, too long, not a record, or does not verify, a chain restart
  * record naming the reason is written at once (see audit_restart_reason).
  * For the journal sink, `path` is ignored and may be NULL; the chain starts
- * anew at seq 1. Returns 0 and *out (free with audit_close), or a negative
+ * anew with a chain restart record at seq 1 (audit_restart_reason stays
+ * NULL: nothing is wrong). Returns 0 and *out (free with audit_close), or a negative
  * errno with a one-line message in err (if errlen > 0): -EBUSY when another
  * open file description holds the lock, -EINVAL for a path that is not a
  * regular file or invalid options. */

@@ -1304,41 +1304,66 @@ static size_t read_pipe(int fd, char *buf, size_t cap) {
 }
 
 START_TEST(test_journal_and_both) {
-    char path[PATH_MAX], journal[4 * AUDIT_LINE_MAX], text[128], hash[AUDIT_HASH_HEX_LEN + 1];
+    char path[PATH_MAX], journal[8 * AUDIT_LINE_MAX], text[128], hash[AUDIT_HASH_HEX_LEN + 1];
     audit_options opts = test_options();
     audit_log *log = NULL;
     audit_record rec = sample_record();
     int fds[2];
-    char *first, *second, *nl;
+    char *p;
     file_lines fl;
+    FILE *extract;
 
+    /* Two daemon starts on the journal sink, two records each. */
     ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
     opts.sink = AUDIT_SINK_JOURNAL;
     opts.journal_fd = fds[1];
-    ck_assert_int_eq(audit_open(NULL, &opts, &log, NULL, 0), 0);
-    ck_assert_int_eq(audit_write(log, &rec), 0);
-    ck_assert_int_eq(audit_write(log, &rec), 0);
-    audit_close(log);
+    for (int start = 0; start < 2; start++) {
+        ck_assert_int_eq(audit_open(NULL, &opts, &log, NULL, 0), 0);
+        ck_assert_ptr_null(audit_restart_reason(log));
+        ck_assert_int_eq(audit_write(log, &rec), 0);
+        ck_assert_int_eq(audit_write(log, &rec), 0);
+        audit_close(log);
+    }
     close(fds[1]);
     read_pipe(fds[0], journal, sizeof(journal));
     close(fds[0]);
 
-    ck_assert_int_eq(strncmp(journal, "audit: {", 8), 0);
-    first = journal + strlen("audit: ");
-    nl = strchr(first, '\n');
-    ck_assert_ptr_nonnull(nl);
-    *nl = '\0';
-    ck_assert_int_eq(strncmp(nl + 1, "audit: {", 8), 0);
-    second = nl + 1 + strlen("audit: ");
-    nl = strchr(second, '\n');
-    ck_assert_ptr_nonnull(nl);
-    *nl = '\0';
-    ck_assert_str_eq(nl + 1, "");
-    ck_assert_uint_eq(tj_get_u64(first, "seq"), 1);
-    ck_assert_uint_eq(tj_get_u64(second, "seq"), 2);
-    sha256_hex(first, strlen(first), hash);
-    ck_assert_int_eq(tj_get(second, "prev_hash", text, sizeof(text)), 's');
+    /* Every line is "audit: " + a record; without the prefix, the lines
+     * form a file that verifies, one chain segment per start. */
+    test_path(path, sizeof(path), "journal.jsonl");
+    extract = fopen(path, "wb");
+    ck_assert_ptr_nonnull(extract);
+    p = journal;
+    for (int i = 0; i < 6; i++) {
+        char *nl = strchr(p, '\n');
+
+        ck_assert_ptr_nonnull(nl);
+        ck_assert_int_eq(strncmp(p, "audit: {", 8), 0);
+        fwrite(p + 7, 1, (size_t)(nl + 1 - (p + 7)), extract);
+        p = nl + 1;
+    }
+    ck_assert_str_eq(p, "");
+    ck_assert_int_eq(fclose(extract), 0);
+
+    split_lines(&fl, path);
+    ck_assert_uint_eq(fl.count, 6);
+    for (size_t i = 0; i < 6; i += 3) {
+        ck_assert_int_eq(tj_get(fl.line[i], "op", text, sizeof(text)), 's');
+        ck_assert_str_eq(text, AUDIT_OP_CHAIN_RESTART);
+        ck_assert_uint_eq(tj_get_u64(fl.line[i], "seq"), 1);
+        ck_assert_uint_eq(tj_get_u64(fl.line[i + 2], "seq"), 3);
+    }
+    sha256_hex(fl.line[1], fl.len[1], hash);
+    ck_assert_int_eq(tj_get(fl.line[2], "prev_hash", text, sizeof(text)), 's');
     ck_assert_str_eq(text, hash);
+    free_lines(&fl);
+    {
+        verify_result r = run_verify(path);
+
+        ck_assert_msg(r.rc == 0, "report:\n%s", r.text);
+        ck_assert_ptr_nonnull(strstr(r.text, "records verified 6, chain segments 2, problems 0"));
+        free(r.text);
+    }
 
     /* Both: the same line in the file and on the journal. */
     ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
