@@ -98,6 +98,7 @@ struct relay {
     int report_error[2];
 
     bool dropped;  /* relay_drop was called: no more reports */
+    bool close_download_after_report; /* pipe D closes once its error is reported */
     bool finished; /* all handles are closing */
     bool counted;  /* included in live_relay_count */
     int open_handles;
@@ -148,6 +149,11 @@ static void relay_on_report_timer(uv_timer_t *timer) {
         if (r->end_cb != NULL) {
             r->end_cb(r->cb_data, i == 1, r->report_error[i]);
         }
+        if (i == 1 && r->close_download_after_report && !r->dropped) {
+            r->close_download_after_report = false;
+            relay_close_polled_fd(&r->download_pipe_poll, &r->download_pipe_write,
+                                  &r->download_pipe_events);
+        }
     }
 }
 
@@ -177,8 +183,17 @@ static void relay_end_download(relay *r, int err) {
         return;
     }
     r->download = DOWNLOAD_ENDED;
-    relay_close_polled_fd(&r->download_pipe_poll, &r->download_pipe_write,
-                          &r->download_pipe_events);
+    if (err != 0 && r->end_cb != NULL && !r->dropped) {
+        /* The client must learn why the stream ended before it reads EOF:
+         * pipe D stays open (unpolled) until end_cb has reported the error,
+         * and the report timer closes it right after. */
+        uv_poll_stop(&r->download_pipe_poll);
+        r->download_pipe_events = 0;
+        r->close_download_after_report = true;
+    } else {
+        relay_close_polled_fd(&r->download_pipe_poll, &r->download_pipe_write,
+                              &r->download_pipe_events);
+    }
     relay_report_end(r, true, err);
 }
 
