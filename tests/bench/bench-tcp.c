@@ -325,6 +325,7 @@ static double wasockd_accept_rate(wasock_client *c, wasock_tcp *l, uint16_t port
     }
     /* Connections made but not accepted are taken now, so the next sample
      * starts with an empty queue. */
+    wasock_client_dispatch(c); /* readiness events still in the socket */
     for (unsigned i = 0; e == WASOCK_OK && i < TCP_ACCEPT_WINDOW + 1; i++) {
         wasock_tcp *conn;
         int in, out;

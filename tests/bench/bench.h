@@ -121,8 +121,8 @@ bool bench_any_error(void);
 /* Prints the table to stdout. */
 void bench_report_print(void);
 
-/* Writes the JSON (and, when tsv_path is not NULL, the TSV) file. 0 or
- * -errno. */
+/* Write the figures as JSON / as TSV (one line per series and per
+ * comparison) to path. 0 or -errno. */
 int bench_report_write_json(const char *path);
 int bench_report_write_tsv(const char *path);
 
