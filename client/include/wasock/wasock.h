@@ -284,8 +284,11 @@ WASOCK_API wasock_err wasock_tcp_stream_error(wasock_tcp *s);
 
 /* Drops the socket in any state: the daemon closes the real socket (bytes
  * already written to the output stream are delivered first), cancels what
- * is pending, and the 0.2 stream descriptors are closed. Costs one round
- * trip (none in a broken client). NULL is allowed. */
+ * is pending, and the 0.2 stream descriptors are closed. Does not wait for
+ * the daemon: the request is sent and its reply is discarded when it
+ * arrives (only when hundreds of such replies are still due does a drop
+ * wait for its own). Requests made after it, from any thread, reach the
+ * daemon after it. NULL is allowed. */
 WASOCK_API void wasock_tcp_drop(wasock_tcp *s);
 
 /* 0.3 shape: each call waits until the operation resolved and returns its
