@@ -33,6 +33,7 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -86,6 +87,10 @@
  * this many requests in flight a lookup touches one entry. */
 #define CLIENT_PENDING_BUCKETS 64
 
+/* Times a thread about to sleep yields the processor first, looking for
+ * its wakeup in between. */
+#define CLIENT_SPIN_YIELDS 50
+
 /* Wakeups the reader collects while dispatching one read, to issue after
  * releasing the lock; more are issued at once, under the lock. */
 #define CLIENT_WAKE_BATCH 128
@@ -134,6 +139,7 @@ struct waiter {
     bool sleeping;             /* linked in the client's sleepers (guarded by the lock) */
     bool watcher;              /* woken after every dispatched batch */
     _Atomic bool duty;         /* woken to take over a role: must look under the lock */
+    _Atomic bool in_kernel;    /* about to sleep in futex(2): a wake needs the system call */
     struct waiter *prev_sleeper, *next_sleeper;
 };
 
@@ -161,13 +167,15 @@ struct wasock_client {
     int fd;
     int wasi_version;
     uint64_t session;
-    bool broken;      /* the daemon went away or broke the protocol: permanent */
-    bool reader_busy; /* a thread holds the reader role */
-    bool sending;     /* a thread holds the sender role */
+    bool broken;         /* the daemon went away or broke the protocol: permanent */
+    bool reader_busy;    /* a thread holds the reader role */
+    bool sending;        /* a thread holds the sender role */
+    bool reader_flushes; /* the reader is waking callers and sends what they queue */
     uint32_t last_request_id;
     uint32_t last_unacked_id;
     unsigned unacked;           /* requests sent without waiting whose replies are due */
     uint64_t frames_dispatched; /* lets wasock_client_wait see that something arrived */
+    uint64_t replies_delivered; /* replies handed to waiting callers */
     struct pending_request *pending[CLIENT_PENDING_BUCKETS];
     struct waiter *sleepers; /* threads asleep (or about to be) in the client */
     unsigned sleeping_watchers;
@@ -420,7 +428,13 @@ static void sleeper_wake(wasock_client *c, struct waiter *w, bool duty, struct w
     sleeper_unlink(c, w);
     if (duty)
         atomic_store_explicit(&w->duty, true, memory_order_release);
-    atomic_fetch_add_explicit(&w->wake_seq, 1, memory_order_release);
+    /* Sequentially consistent with the sleeper's in_kernel store and its
+     * re-read of wake_seq: either it sees the new sequence and does not
+     * sleep, or we see in_kernel and wake it. A sleeper still spinning
+     * needs no system call. */
+    atomic_fetch_add(&w->wake_seq, 1);
+    if (!atomic_load(&w->in_kernel))
+        return;
     if (wl && wl->count < CLIENT_WAKE_BATCH)
         wl->words[wl->count++] = &w->wake_seq;
     else
@@ -463,7 +477,15 @@ static bool waiter_sleep(wasock_client *c, struct waiter *w, _Atomic bool *done,
 
     sleeper_link(c, w);
     pthread_mutex_unlock(&c->lock);
-    futex_sleep(&w->wake_seq, seen, timeout_ms);
+    for (unsigned i = 0; i < CLIENT_SPIN_YIELDS; i++) {
+        if (atomic_load_explicit(&w->wake_seq, memory_order_acquire) != seen)
+            break;
+        sched_yield();
+    }
+    atomic_store(&w->in_kernel, true);
+    if (atomic_load(&w->wake_seq) == seen)
+        futex_sleep(&w->wake_seq, seen, timeout_ms);
+    atomic_store_explicit(&w->in_kernel, false, memory_order_relaxed);
     (void)atomic_load_explicit(&w->wake_seq, memory_order_acquire); /* pairs with the waker */
     if (done && atomic_load_explicit(done, memory_order_acquire) &&
         !atomic_load_explicit(&w->duty, memory_order_acquire))
@@ -572,6 +594,7 @@ static int dispatch_reply(wasock_client *c, struct pending_request *p, int *fds,
     memcpy(p->fds, fds, nfds * sizeof(int));
     p->nfds = nfds;
     pending_unlink(p);
+    c->replies_delivered++;
     atomic_store_explicit(&p->done, true, memory_order_release);
     if (p->waiter.sleeping)
         sleeper_wake(c, &p->waiter, false, wl);
@@ -735,6 +758,8 @@ static ssize_t reader_receive(wasock_client *c, int timeout_ms) {
     return n;
 }
 
+static void client_send_queued(wasock_client *c);
+
 /* Takes the reader role, reads once (waiting up to timeout_ms), dispatches
  * what is complete, gives the role back and wakes the callers whose
  * replies arrived and every watcher. Called and returns with the lock held;
@@ -742,9 +767,11 @@ static ssize_t reader_receive(wasock_client *c, int timeout_ms) {
  * read (0: nothing arrived); a failure breaks the client. */
 static ssize_t reader_read_and_dispatch(wasock_client *c, int timeout_ms) {
     struct wake_list wl;
+    uint64_t delivered;
     ssize_t n;
 
     wl.count = 0;
+    delivered = c->replies_delivered;
     c->reader_busy = true;
     pthread_mutex_unlock(&c->lock);
     n = reader_receive(c, timeout_ms);
@@ -753,16 +780,25 @@ static ssize_t reader_read_and_dispatch(wasock_client *c, int timeout_ms) {
         client_break(c);
     else if (n > 0 && !c->broken && dispatch_buffered_frames(c, &wl) < 0)
         client_break(c);
-    c->reader_busy = false;
     if (c->broken)
         fd_queue_close_all(c);
     if (n > 0 && c->sleeping_watchers > 0)
         sleepers_wake_watchers(c, &wl);
-    if (wl.count > 0) {
+    if (wl.count > 0 || delivered != c->replies_delivered) {
+        /* The callers whose replies arrived usually queue their next
+         * request right away: they leave the writing to us while we wake
+         * the others and give them the processor once, and one send(2)
+         * below carries all of them. */
+        c->reader_flushes = true;
         pthread_mutex_unlock(&c->lock);
         wake_list_flush(&wl);
+        sched_yield();
         pthread_mutex_lock(&c->lock);
+        c->reader_flushes = false;
+        if (c->out_length > 0 && !c->sending && !c->broken)
+            client_send_queued(c);
     }
+    c->reader_busy = false;
     return n < 0 ? 0 : n;
 }
 
@@ -882,7 +918,7 @@ static int client_wait_reply(wasock_client *c, struct pending_request *p, int64_
 
         /* Frames nobody sends first: a thread woken for that duty may find
          * its own reply already delivered. */
-        if (c->out_length > 0 && !c->sending && !c->broken) {
+        if (c->out_length > 0 && !c->sending && !c->reader_flushes && !c->broken) {
             client_send_queued(c);
             continue;
         }
@@ -925,6 +961,7 @@ static int client_call(wasock_client *c, proto_msg *req, struct pending_request 
     atomic_init(&p->done, false);
     atomic_init(&p->waiter.wake_seq, 0);
     atomic_init(&p->waiter.duty, false);
+    atomic_init(&p->waiter.in_kernel, false);
     p->waiter.sleeping = false;
     p->waiter.watcher = false;
     p->linked = false;
@@ -978,7 +1015,7 @@ static int client_send_unacked(wasock_client *c, proto_msg *req) {
         if (r == 0) {
             c->last_unacked_id = id;
             c->unacked++;
-            if (!c->sending)
+            if (!c->sending && !c->reader_flushes)
                 client_send_queued(c);
         }
     }
@@ -1032,7 +1069,7 @@ static int client_wait_locked(wasock_client *c, wait_condition *condition, const
     for (;;) {
         int timeout;
 
-        if (c->out_length > 0 && !c->sending && !c->broken) {
+        if (c->out_length > 0 && !c->sending && !c->reader_flushes && !c->broken) {
             client_send_queued(c);
             continue;
         }
