@@ -91,6 +91,11 @@
  * its wakeup in between. */
 #define CLIENT_SPIN_YIELDS 50
 
+/* How long the reader keeps looking for a reply (yielding in between)
+ * before it sleeps in poll(2): longer than a round trip through a busy
+ * daemon, short enough that a wait for the network costs little. */
+#define CLIENT_READ_SPIN_NS 50000
+
 /* Wakeups the reader collects while dispatching one read, to issue after
  * releasing the lock; more are issued at once, under the lock. */
 #define CLIENT_WAKE_BATCH 128
@@ -204,6 +209,13 @@ struct wasock_client {
 static void close_if_open(int fd) {
     if (fd >= 0)
         close(fd);
+}
+
+static int64_t monotonic_ns(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static int64_t monotonic_ms(void) {
@@ -709,6 +721,7 @@ static ssize_t reader_receive(wasock_client *c, int timeout_ms) {
     } control;
     struct iovec iov;
     struct msghdr msg;
+    int64_t spin_until_ns = 0;
     ssize_t n;
     int r;
 
@@ -716,9 +729,9 @@ static ssize_t reader_receive(wasock_client *c, int timeout_ms) {
     if (c->read_length >= sizeof(c->read_buffer))
         return -EPROTO;
 
+    iov.iov_base = c->read_buffer + c->read_length;
+    iov.iov_len = sizeof(c->read_buffer) - c->read_length;
     for (;;) {
-        iov.iov_base = c->read_buffer + c->read_length;
-        iov.iov_len = sizeof(c->read_buffer) - c->read_length;
         memset(&msg, 0, sizeof(msg));
         msg.msg_iov = &iov;
         msg.msg_iovlen = 1;
@@ -727,8 +740,20 @@ static ssize_t reader_receive(wasock_client *c, int timeout_ms) {
         /* Try first: under load the bytes are usually there already, and a
          * poll(2) before every read would double the system calls. */
         n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n >= 0 || errno != EINTR)
+        if (n >= 0)
             break;
+        if (errno == EINTR)
+            continue;
+        if ((errno != EAGAIN && errno != EWOULDBLOCK) || timeout_ms == 0)
+            break;
+        /* A reply usually takes a few microseconds: look again for a
+         * moment before sleeping in poll(2), since waking a sleeping
+         * processor costs more than the whole round trip. */
+        if (spin_until_ns == 0)
+            spin_until_ns = monotonic_ns() + CLIENT_READ_SPIN_NS;
+        else if (monotonic_ns() >= spin_until_ns)
+            break;
+        sched_yield();
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && timeout_ms != 0) {
         struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
