@@ -75,6 +75,11 @@ struct relay {
     uv_timer_t report_timer; /* zero-delay: delivers end reports from the loop */
     uv_timer_t linger_timer; /* bounds the forwarding after relay_drop */
 
+    /* Pipe D's handle is initialised only when the client first lets the
+     * pipe fill up: most connections never need it, and each handle costs
+     * system calls to set up and tear down. */
+    bool download_pipe_poll_open;
+
     /* Events each poll handle is currently started with (0 = stopped), so
      * unchanged interests cost no epoll_ctl. */
     int sock_events;
@@ -97,10 +102,10 @@ struct relay {
     bool report_pending[2]; /* indexed by `download` */
     int report_error[2];
 
-    bool dropped;  /* relay_drop was called: no more reports */
+    bool dropped;                     /* relay_drop was called: no more reports */
     bool close_download_after_report; /* pipe D closes once its error is reported */
-    bool finished; /* all handles are closing */
-    bool counted;  /* included in live_relay_count */
+    bool finished;                    /* all handles are closing */
+    bool counted;                     /* included in live_relay_count */
     int open_handles;
 };
 
@@ -126,10 +131,17 @@ static void relay_close_polled_fd(uv_poll_t *poll_handle, int *fd, int *events) 
     if (*fd < 0) {
         return;
     }
-    uv_close((uv_handle_t *)poll_handle, relay_on_handle_closed);
+    if (poll_handle != NULL) {
+        uv_close((uv_handle_t *)poll_handle, relay_on_handle_closed);
+    }
     close(*fd);
     *fd = -1;
     *events = 0;
+}
+
+/* Pipe D's poll handle if it was ever initialised, else NULL. */
+static uv_poll_t *relay_download_pipe_handle(relay *r) {
+    return r->download_pipe_poll_open ? &r->download_pipe_poll : NULL;
 }
 
 static void relay_on_report_timer(uv_timer_t *timer) {
@@ -151,7 +163,7 @@ static void relay_on_report_timer(uv_timer_t *timer) {
         }
         if (i == 1 && r->close_download_after_report && !r->dropped) {
             r->close_download_after_report = false;
-            relay_close_polled_fd(&r->download_pipe_poll, &r->download_pipe_write,
+            relay_close_polled_fd(relay_download_pipe_handle(r), &r->download_pipe_write,
                                   &r->download_pipe_events);
         }
     }
@@ -187,11 +199,13 @@ static void relay_end_download(relay *r, int err) {
         /* The client must learn why the stream ended before it reads EOF:
          * pipe D stays open (unpolled) until end_cb has reported the error,
          * and the report timer closes it right after. */
-        uv_poll_stop(&r->download_pipe_poll);
+        if (r->download_pipe_poll_open) {
+            uv_poll_stop(&r->download_pipe_poll);
+        }
         r->download_pipe_events = 0;
         r->close_download_after_report = true;
     } else {
-        relay_close_polled_fd(&r->download_pipe_poll, &r->download_pipe_write,
+        relay_close_polled_fd(relay_download_pipe_handle(r), &r->download_pipe_write,
                               &r->download_pipe_events);
     }
     relay_report_end(r, true, err);
@@ -238,7 +252,7 @@ static void relay_finish_drop(relay *r, bool all_forwarded) {
     r->finished = true;
     r->download = DOWNLOAD_ENDED;
     r->upload = UPLOAD_ENDED;
-    relay_close_polled_fd(&r->download_pipe_poll, &r->download_pipe_write,
+    relay_close_polled_fd(relay_download_pipe_handle(r), &r->download_pipe_write,
                           &r->download_pipe_events);
     relay_close_polled_fd(&r->upload_pipe_poll, &r->upload_pipe_read, &r->upload_pipe_events);
     uv_close((uv_handle_t *)&r->sock_poll, relay_on_handle_closed);
@@ -437,7 +451,19 @@ static void relay_update_polls(relay *r) {
         sock_events |= UV_WRITABLE;
     }
     relay_set_poll(&r->sock_poll, &r->sock_events, sock_events, relay_on_sock_event);
-    if (r->download_pipe_write >= 0) {
+    if (r->download_pipe_write >= 0 && r->download == DOWNLOAD_WAIT_PIPE &&
+        !r->download_pipe_poll_open) {
+        if (uv_poll_init(r->sock_poll.loop, &r->download_pipe_poll, r->download_pipe_write) < 0) {
+            /* Cannot wait for the client to read: end the direction. */
+            relay_connection_failed(r, -ENOMEM);
+            relay_update_polls(r);
+            return;
+        }
+        r->download_pipe_poll.data = r;
+        r->download_pipe_poll_open = true;
+        r->open_handles++;
+    }
+    if (r->download_pipe_write >= 0 && r->download_pipe_poll_open) {
         relay_set_poll(&r->download_pipe_poll, &r->download_pipe_events,
                        r->download == DOWNLOAD_WAIT_PIPE ? UV_WRITABLE : 0,
                        relay_on_download_pipe_event);
@@ -538,12 +564,6 @@ int relay_new(uv_loop_t *loop, int sock, relay_end_cb end_cb, void *cb_data, rel
     }
     r->sock_poll.data = r;
     r->open_handles = 1;
-    err = uv_poll_init(loop, &r->download_pipe_poll, r->download_pipe_write);
-    if (err < 0) {
-        goto fail_handles;
-    }
-    r->download_pipe_poll.data = r;
-    r->open_handles++;
     err = uv_poll_init(loop, &r->upload_pipe_poll, r->upload_pipe_read);
     if (err < 0) {
         goto fail_handles;
@@ -570,9 +590,6 @@ int relay_new(uv_loop_t *loop, int sock, relay_end_cb end_cb, void *cb_data, rel
 fail_handles:
     /* The struct is freed by the last close callback; it is not counted. */
     r->finished = true;
-    if (r->open_handles == 2) {
-        uv_close((uv_handle_t *)&r->download_pipe_poll, relay_on_handle_closed);
-    }
     uv_close((uv_handle_t *)&r->sock_poll, relay_on_handle_closed);
 fail_pipes:
     close(download_pipe[0]);
@@ -615,7 +632,7 @@ void relay_drop(relay *r) {
     uv_timer_stop(&r->report_timer);
 
     r->download = DOWNLOAD_ENDED;
-    relay_close_polled_fd(&r->download_pipe_poll, &r->download_pipe_write,
+    relay_close_polled_fd(relay_download_pipe_handle(r), &r->download_pipe_write,
                           &r->download_pipe_events);
     if (r->upload == UPLOAD_ENDED) {
         relay_finish_drop(r, true);
