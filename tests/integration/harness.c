@@ -247,11 +247,16 @@ static void exec_daemon(const char *wasockd, const itest_daemon *d, int log_fd, 
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);
 
-    const char *argv[8];
+    const char *argv[16];
     size_t argc = 0;
     argv[argc++] = wasockd;
     argv[argc++] = "--socket";
     argv[argc++] = d->socket_path;
+    /* The control socket and the audit file stay in the test's directory. */
+    argv[argc++] = "--control-socket";
+    argv[argc++] = d->control_path;
+    argv[argc++] = "--logs-dir";
+    argv[argc++] = d->dir;
     if (d->policy_path[0] != '\0') {
         argv[argc++] = "--policy";
         argv[argc++] = d->policy_path;
@@ -307,6 +312,8 @@ static void prepare_daemon(itest_daemon *d, const char *socket_path, const char 
         set_path(d->socket_path, d->dir, "s.sock");
     }
     set_path(d->log_path, d->dir, "wasockd.log");
+    set_path(d->control_path, d->dir, "control.sock");
+    set_path(d->audit_path, d->dir, "audit.jsonl");
     if (policy_yaml != NULL) {
         set_path(d->policy_path, d->dir, "policy.yaml");
         int r = write_file(d->policy_path, policy_yaml);

@@ -44,6 +44,8 @@ typedef struct itest_daemon {
     char socket_path[ITEST_PATH_MAX]; /* the daemon's control socket */
     char log_path[ITEST_PATH_MAX];    /* the daemon's stderr */
     char policy_path[ITEST_PATH_MAX]; /* the policy file, "" when started without one */
+    char control_path[ITEST_PATH_MAX]; /* the control socket (admin commands, agents) */
+    char audit_path[ITEST_PATH_MAX];   /* where a policy's default audit file goes */
 } itest_daemon;
 
 /* ---------------------------------------------------------------- daemon */
