@@ -39,9 +39,9 @@
 #define ANSWERS_HOST_MAX 254
 
 typedef struct answer {
-    uint64_t id;         /* the prompt that created it: decided_by "answer:<id>" */
-    uint64_t session;    /* 0: every session of the tenant */
-    uint64_t expires_ms; /* monotonic ms; 0: never */
+    uint64_t id;          /* the prompt that created it: decided_by "answer:<id>" */
+    uint64_t session;     /* 0: every session of the tenant */
+    uint64_t expires_ms;  /* monotonic ms; 0: never */
     policy_action action; /* POLICY_ALLOW or POLICY_DENY */
     char tenant[PROTO_TENANT_MAX + 1];
     char decided_by[ANSWERS_DECIDER_MAX]; /* the prompt's decider */
@@ -59,7 +59,8 @@ typedef struct answer_store {
     size_t count;
 } answer_store;
 
-#define ANSWER_STORE_INIT {NULL, 0}
+#define ANSWER_STORE_INIT                                                                          \
+    { NULL, 0 }
 
 /* Remembers `action` for requests shaped like `req`, prompted by
  * `decided_by`, for one session (session != 0) or the whole tenant, until

@@ -65,8 +65,7 @@ static bool config_equal(const auditsink_config *a, const auditsink_config *b) {
            a->redact_hostnames == b->redact_hostnames;
 }
 
-static int open_config(const auditsink_config *config, audit_log **out, char *err,
-                       size_t errlen) {
+static int open_config(const auditsink_config *config, audit_log **out, char *err, size_t errlen) {
     audit_options opts;
     char why[256] = "";
     int r;

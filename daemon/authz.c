@@ -255,7 +255,8 @@ proto_err authz_decide(session *s, const authz_query *q) {
 /* --- pending decisions --------------------------------------------------------------- */
 
 static bool at_pending_limit(session *s) {
-    policy_limits limits = policy_tenant_limits(server_policy(session_server(s)), session_tenant(s));
+    policy_limits limits =
+        policy_tenant_limits(server_policy(session_server(s)), session_tenant(s));
 
     return limits.pending_ops != 0 && session_usage(s)->pending_ops >= limits.pending_ops;
 }
@@ -320,8 +321,8 @@ static void on_prompt_done(void *opaque, const prompt_result *r) {
                  policy_action_name(r->action));
         memcpy(decided_by, p->decided_by, sizeof(decided_by));
     }
-    log_debug("session %" PRIu64 " handle %u: prompt %" PRIu64 " ended: %s (%s)",
-              session_id(p->s), (unsigned)p->subject.handle, r->prompt_id, decision, decided_by);
+    log_debug("session %" PRIu64 " handle %u: prompt %" PRIu64 " ended: %s (%s)", session_id(p->s),
+              (unsigned)p->subject.handle, r->prompt_id, decision, decided_by);
     if (p->audit) {
         audit_decision(p->s, &p->subject, decision, decided_by, NULL, result,
                        elapsed_us(p->started_ns));

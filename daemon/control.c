@@ -265,8 +265,7 @@ static void cmd_status(ctl_conn *c) {
     ctl_append(line, sizeof(line), &len, "audit");
     ctl_append_value(line, sizeof(line), &len, "sink",
                      server_audit_log(srv) != NULL ? auditsink_name(audit->sink) : "none");
-    ctl_append_value(line, sizeof(line), &len, "file",
-                     audit->path[0] != '\0' ? audit->path : NULL);
+    ctl_append_value(line, sizeof(line), &len, "file", audit->path[0] != '\0' ? audit->path : NULL);
     snprintf(num, sizeof(num), " seq=%" PRIu64, seq);
     ctl_append(line, sizeof(line), &len, num);
     conn_send(c, line);
@@ -695,8 +694,7 @@ static void accept_one(control *ctl, int fd) {
         close(fd);
         return;
     }
-    if (!peer_is_admin(&peer) &&
-        !policy_agent_known(server_policy(ctl->srv), (uint32_t)peer.uid)) {
+    if (!peer_is_admin(&peer) && !policy_agent_known(server_policy(ctl->srv), (uint32_t)peer.uid)) {
         snprintf(why, sizeof(why), "uid %ld may not use the control socket", (long)peer.uid);
         refuse_peer(fd, &peer, why);
         return;

@@ -32,10 +32,10 @@
 
 typedef struct options {
     const char *socket_path;
-    const char *policy_path;    /* NULL: built-in default policy */
-    const char *check_policy;   /* --check-policy FILE */
-    const char *control_path;   /* NULL: next to the client socket */
-    bool no_control_socket;     /* --no-control-socket */
+    const char *policy_path;  /* NULL: built-in default policy */
+    const char *check_policy; /* --check-policy FILE */
+    const char *control_path; /* NULL: next to the client socket */
+    bool no_control_socket;   /* --no-control-socket */
     const char *logs_dir;
     log_level level;
 } options;
@@ -410,8 +410,8 @@ int main(int argc, char **argv) {
     /* The control socket is ready before the client socket accepts, so a
      * client that sees the daemon can reach its agents too. */
     if (r == 0) {
-        r = start_control_socket(&d, &loop, activated_fd >= 0 ? server_socket_path(d.srv)
-                                                              : d.opts.socket_path);
+        r = start_control_socket(
+            &d, &loop, activated_fd >= 0 ? server_socket_path(d.srv) : d.opts.socket_path);
     }
     if (r == 0 && activated_fd < 0) {
         r = server_listen_path(d.srv, d.opts.socket_path);

@@ -333,8 +333,7 @@ static void format_prompt_line(const prompt *p, char *line, size_t cap) {
     ctl_append_value(line, cap, &len, "waiting", num);
     /* The note last: it is the longest value, and a line cut short loses
      * only the end of it. */
-    ctl_append_value(line, cap, &len, "note",
-                     p->settings != NULL ? p->settings->note : NULL);
+    ctl_append_value(line, cap, &len, "note", p->settings != NULL ? p->settings->note : NULL);
 }
 
 static void send_prompt(prompt_agent *a, const prompt *p) {
@@ -439,9 +438,9 @@ static void resolve(prompt *p, policy_action action, prompt_outcome outcome, con
 static void on_prompt_timeout(uv_timer_t *t) {
     prompt *p = t->data;
 
-    log_info("prompt %" PRIu64 " (tenant %s, %s %s): no answer within %lu ms: applying %s",
-             p->id, p->tenant, policy_op_name(p->op), p->decided_by,
-             (unsigned long)p->timeout_ms, policy_action_name(p->on_timeout));
+    log_info("prompt %" PRIu64 " (tenant %s, %s %s): no answer within %lu ms: applying %s", p->id,
+             p->tenant, policy_op_name(p->op), p->decided_by, (unsigned long)p->timeout_ms,
+             policy_action_name(p->on_timeout));
     send_withdraw(p->b, p, "timeout", NULL);
     resolve(p, p->on_timeout, PROMPT_TIMED_OUT, NULL, CTL_SCOPE_ONCE);
 }
@@ -687,7 +686,8 @@ int prompt_agent_attach(prompt_broker *b, uid_t uid, const char *name, prompt_ag
                  (unsigned long)uid);
         return -EPERM;
     }
-    if (name != NULL && (strlen(name) > PROMPT_AGENT_NAME_MAX || !agent_name_valid(pol, uid, name))) {
+    if (name != NULL &&
+        (strlen(name) > PROMPT_AGENT_NAME_MAX || !agent_name_valid(pol, uid, name))) {
         snprintf(err, errlen,
                  "no prompt_agents entry of that name lists uid %lu and a tenant of the policy",
                  (unsigned long)uid);
@@ -828,8 +828,7 @@ void prompt_agent_answer(prompt_agent *a, const ctl_answer *ans) {
              policy_action_name(ans->action), scope);
     a->send(a->conn, line);
     log_info("prompt %" PRIu64 " (tenant %s, %s %s): agent %s answers %s, %s", p->id, p->tenant,
-             policy_op_name(p->op), p->decided_by, a->name, policy_action_name(ans->action),
-             scope);
+             policy_op_name(p->op), p->decided_by, a->name, policy_action_name(ans->action), scope);
     remember(b, p, ans);
     send_withdraw(b, p, "answered", a);
     /* The waiters' callbacks run daemon code; the name they see is a copy. */

@@ -261,8 +261,8 @@ int server_reload_policy(server *s, char **report) {
 /* --- creating the socket ------------------------------------------------------ */
 
 int server_listen_path(server *s, const char *path) {
-    int fd = unixsock_listen(path, SERVER_SOCKET_MODE, SERVER_LISTEN_BACKLOG, "client socket",
-                             &s->file);
+    int fd =
+        unixsock_listen(path, SERVER_SOCKET_MODE, SERVER_LISTEN_BACKLOG, "client socket", &s->file);
 
     if (fd < 0) {
         return fd;

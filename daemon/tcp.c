@@ -72,8 +72,8 @@ struct tcp_sock;
 typedef struct held_conn {
     struct held_conn *next;
     struct tcp_sock *listener;
-    int fd;                /* the accepted socket; owned */
-    authz_pending *authz;  /* NULL once allowed */
+    int fd;               /* the accepted socket; owned */
+    authz_pending *authz; /* NULL once allowed */
 } held_conn;
 
 typedef struct tcp_sock {
