@@ -1,9 +1,23 @@
-/* authz.h — the daemon's single policy enforcement helper.
+/* authz.h — the daemon's single policy enforcement point.
  *
  * Every enforcement point (tcp.bind explicit and implicit, tcp.listen,
  * tcp.connect, tcp.accept of each connection) asks here, never
- * policy_decide() directly, so decision logging, the prompt broker and the
- * audit log have one place to hook in.
+ * policy_decide() directly, so decision logging, remembered answers, the
+ * prompt broker (prompt.h), deny delays and the audit log have one place.
+ *
+ * Two ways to ask:
+ * - authz_begin: the answer may come later. `allow` and `deny` are
+ *   immediate; a `prompt` waits for a prompt agent (or its timeout), and a
+ *   deny with `deny.delay` waits out the delay (a tarpit). Both count
+ *   against the tenant's pending_ops limit while they wait.
+ * - authz_decide: immediate, for operations that cannot wait: a prompt
+ *   applies the rule's on_no_agent (a remembered answer still applies) and
+ *   a deny delay is skipped.
+ *
+ * Every decision whose verdict asks for it (audit.record, a rule's `log`)
+ * is written to the audit log: one record when decided, and for prompts
+ * one when asked and one per waiting request when it ends (answered, timed
+ * out, no agent, withdrawn).
  */
 #ifndef WASOCKD_AUTHZ_H
 #define WASOCKD_AUTHZ_H
@@ -25,14 +39,47 @@ typedef struct authz_query {
     uint32_t handle;           /* the resource asking (for logs) */
 } authz_query;
 
-/* Decides with the session's tenant and the server's current policy.
- * Returns PROTO_OK when the operation may proceed, otherwise the error it
- * must report (the policy's choice, access-denied by default).
- *
- * Today the answer is immediate: a `prompt` verdict applies the rule's
- * on_no_agent action because no prompt broker exists yet. Callers already
- * keep the operation "in progress" until its finish-* call, so a broker can
- * later answer asynchronously by completing that operation. */
+/* Decides at once with the session's tenant and the server's current
+ * policy. Returns PROTO_OK when the operation may proceed, otherwise the
+ * error it must report (the policy's choice, access-denied by default). A
+ * prompt verdict applies the rule's on_no_agent. */
 proto_err authz_decide(session *s, const authz_query *q);
+
+/* A decision that is still being made. Owned by authz until it is either
+ * completed (the done callback ran) or cancelled. */
+typedef struct authz_pending authz_pending;
+
+/* Receives the decision: PROTO_OK or the error to report. Runs from a loop
+ * callback (an agent's answer, a timer), never inside authz_begin. */
+typedef void (*authz_done_fn)(void *cookie, proto_err result);
+
+typedef enum authz_status {
+    AUTHZ_DECIDED, /* *result holds the answer */
+    AUTHZ_PENDING, /* *pending waits; `done` will be called with the answer */
+} authz_status;
+
+/* Asks for q. Decided at once: returns AUTHZ_DECIDED with *result.
+ * Otherwise returns AUTHZ_PENDING with *pending, and later calls
+ * done(cookie, result) exactly once unless authz_cancel comes first. A
+ * request that would wait while the tenant is at its pending_ops limit is
+ * decided at once: out-of-memory for a prompt, the plain refusal for a
+ * delayed deny. */
+authz_status authz_begin(session *s, const authz_query *q, authz_done_fn done, void *cookie,
+                         proto_err *result, authz_pending **pending);
+
+/* Withdraws a pending decision (its socket was dropped or its session is
+ * closing): `done` is never called, a prompt nobody else waits for is
+ * withdrawn from the agents. */
+void authz_cancel(authz_pending *p);
+
+/* The session is closing: answers remembered for it only are forgotten.
+ * Every pending decision of the session must have been cancelled. */
+void authz_session_closed(session *s);
+
+/* Explains `req` under the server's current policy as policy_explain()
+ * does, with the remembered answers of the tenant as a whole (no session):
+ * the operator's `explain` command. */
+void authz_explain(server *srv, const policy_request *req, policy_explain_fn fn, void *fn_opaque,
+                   policy_verdict *out);
 
 #endif

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,16 +16,27 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "control.h"
 #include "log.h"
 #include "policy.h"
 #include "sdnotify.h"
 #include "server.h"
 #include "wasock-config.h"
 
+/* Where relative audit files go when neither --logs-dir nor systemd's
+ * $LOGS_DIRECTORY says (the unit's LogsDirectory=wasockd). */
+#define DEFAULT_LOGS_DIR "/var/log/wasockd"
+
+/* The control socket's file name next to the client socket. */
+#define CONTROL_SOCKET_NAME "control.sock"
+
 typedef struct options {
     const char *socket_path;
     const char *policy_path;  /* NULL: built-in default policy */
     const char *check_policy; /* --check-policy FILE */
+    const char *control_path; /* NULL: next to the client socket */
+    bool no_control_socket;   /* --no-control-socket */
+    const char *logs_dir;
     log_level level;
 } options;
 
@@ -32,6 +44,7 @@ typedef struct options {
 typedef struct daemon_state {
     options opts;
     server *srv;
+    control *ctl;
     uv_signal_t sigint, sigterm, sighup;
     bool stopping;
 } daemon_state;
@@ -50,16 +63,25 @@ static void print_usage(FILE *out) {
             "                           invoking user and root, loopback only)\n"
             "  -c, --check-policy FILE  check FILE, print its errors or \"FILE: OK\", and\n"
             "                           exit (0 valid, 1 invalid)\n"
+            "  -C, --control-socket PATH\n"
+            "                           the control socket for wasockctl and prompt agents\n"
+            "                           (default: %s in the client socket's directory;\n"
+            "                           mode 0660; see proto/AGENT.md)\n"
+            "      --no-control-socket  run without a control socket (no prompt agents:\n"
+            "                           prompts apply their on_no_agent)\n"
+            "  -L, --logs-dir DIR       where the policy's audit file goes (default:\n"
+            "                           $LOGS_DIRECTORY, else %s); the built-in\n"
+            "                           default policy audits to stderr only\n"
             "  -l, --log-level LEVEL    error, warn, info (default) or debug\n"
             "  -V, --version            print the version and exit\n"
             "  -h, --help               print this help and exit\n"
             "\n"
             "Signals: SIGINT/SIGTERM stop (sessions are closed, the socket file removed);\n"
-            "SIGHUP reloads the --policy file (a broken file is refused and the running\n"
-            "policy kept).\n"
+            "SIGHUP (or `wasockctl reload`) reloads the --policy file (a broken file is\n"
+            "refused and the running policy kept).\n"
             "systemd: Type=notify readiness via $NOTIFY_SOCKET; socket activation via\n"
             "$LISTEN_FDS (the activated socket replaces --socket).\n",
-            WASOCK_DEFAULT_SOCKET);
+            WASOCK_DEFAULT_SOCKET, CONTROL_SOCKET_NAME, DEFAULT_LOGS_DIR);
 }
 
 /* Parses the command line. Returns 0 to run, 1 when main should exit with
@@ -69,19 +91,28 @@ static int parse_options(int argc, char **argv, options *o, int *exit_code) {
         {"socket", required_argument, NULL, 's'},
         {"policy", required_argument, NULL, 'p'},
         {"check-policy", required_argument, NULL, 'c'},
+        {"control-socket", required_argument, NULL, 'C'},
+        {"no-control-socket", no_argument, NULL, 'N'},
+        {"logs-dir", required_argument, NULL, 'L'},
         {"log-level", required_argument, NULL, 'l'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *env_socket = getenv("WASOCK_SOCKET");
+    const char *env_logs = getenv("LOGS_DIRECTORY");
     int c;
 
     memset(o, 0, sizeof(*o));
     o->socket_path =
         env_socket != NULL && env_socket[0] != '\0' ? env_socket : WASOCK_DEFAULT_SOCKET;
     o->level = LOG_LEVEL_INFO;
-    while ((c = getopt_long(argc, argv, "s:p:c:l:Vh", long_opts, NULL)) != -1) {
+    /* systemd may list several directories, separated by ':'; ours is the
+     * only one the unit names. */
+    o->logs_dir = env_logs != NULL && env_logs[0] != '\0' && strchr(env_logs, ':') == NULL
+                      ? env_logs
+                      : DEFAULT_LOGS_DIR;
+    while ((c = getopt_long(argc, argv, "s:p:c:C:L:l:Vh", long_opts, NULL)) != -1) {
         switch (c) {
         case 's':
             o->socket_path = optarg;
@@ -91,6 +122,15 @@ static int parse_options(int argc, char **argv, options *o, int *exit_code) {
             break;
         case 'c':
             o->check_policy = optarg;
+            break;
+        case 'C':
+            o->control_path = optarg;
+            break;
+        case 'N':
+            o->no_control_socket = true;
+            break;
+        case 'L':
+            o->logs_dir = optarg;
             break;
         case 'l':
             if (log_level_parse(optarg, &o->level) < 0) {
@@ -207,30 +247,22 @@ static void notify(const char *state) {
     }
 }
 
-static void reload_policy(daemon_state *d) {
-    policy *p = NULL;
-    char *errors = NULL;
+/* Reloads the policy (SIGHUP, the control socket's `reload`), telling the
+ * service manager; *report gets the messages (see server_reload_policy). */
+static int reload_policy(void *opaque, char **report) {
+    daemon_state *d = opaque;
     char msg[64];
     struct timespec ts;
+    int r;
 
-    if (d->opts.policy_path == NULL) {
-        log_info("SIGHUP: no --policy file to reload; keeping the built-in default policy");
-        return;
-    }
     /* systemd (Type=notify-reload) wants the reload start time with it. */
     clock_gettime(CLOCK_MONOTONIC, &ts);
     snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
              (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000u);
     notify(msg);
-    if (policy_load_file(d->opts.policy_path, &p, &errors) != 0) {
-        log_error("policy reload from %s failed; keeping the running policy:", d->opts.policy_path);
-        log_policy_errors(errors);
-    } else {
-        server_set_policy(d->srv, p);
-        log_info("policy reloaded from %s", d->opts.policy_path);
-    }
-    free(errors);
+    r = server_reload_policy(d->srv, report);
     notify("READY=1");
+    return r;
 }
 
 static void stop_daemon(daemon_state *d, const char *why) {
@@ -240,7 +272,10 @@ static void stop_daemon(daemon_state *d, const char *why) {
     d->stopping = true;
     log_info("%s: stopping", why);
     notify("STOPPING=1");
+    /* Sessions first: their prompts are withdrawn while the agents can
+     * still be told. */
     server_stop(d->srv);
+    control_stop(d->ctl);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
@@ -250,7 +285,9 @@ static void on_signal(uv_signal_t *h, int signum) {
     daemon_state *d = h->data;
 
     if (signum == SIGHUP) {
-        reload_policy(d);
+        char *report = NULL;
+        reload_policy(d, &report);
+        free(report); /* the log has every message */
     } else {
         stop_daemon(d, signum == SIGINT ? "SIGINT" : "SIGTERM");
     }
@@ -270,6 +307,51 @@ static int start_signals(daemon_state *d, uv_loop_t *loop) {
     return 0;
 }
 
+/* The control socket's default path: control.sock in the directory of the
+ * client socket. Returns 0, or -EINVAL when there is no such place (an
+ * activated socket without a path, or a client socket of that very name). */
+static int default_control_path(const char *client_path, char *out, size_t len) {
+    const char *slash = strrchr(client_path, '/');
+    int n;
+
+    if (client_path[0] == '(') {
+        return -EINVAL; /* "(abstract or unnamed socket)" */
+    }
+    n = slash == NULL ? snprintf(out, len, "%s", CONTROL_SOCKET_NAME)
+                      : snprintf(out, len, "%.*s/%s", (int)(slash - client_path), client_path,
+                                 CONTROL_SOCKET_NAME);
+    if (n < 0 || (size_t)n >= len || strcmp(out, client_path) == 0) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int start_control_socket(daemon_state *d, uv_loop_t *loop, const char *client_path) {
+    char path[PATH_MAX];
+    const char *chosen = d->opts.control_path;
+    int r;
+
+    if (d->opts.no_control_socket) {
+        log_info("no control socket (--no-control-socket): prompts apply their on_no_agent");
+        return 0;
+    }
+    if (chosen == NULL) {
+        if (default_control_path(client_path, path, sizeof(path)) < 0) {
+            log_error("no place for the control socket next to %s: give --control-socket PATH "
+                      "(or --no-control-socket)",
+                      client_path);
+            return -EINVAL;
+        }
+        chosen = path;
+    }
+    r = control_start(loop, d->srv, chosen, reload_policy, d, &d->ctl);
+    if (r == 0) {
+        log_info("control socket %s (mode %04o)", control_path(d->ctl),
+                 (unsigned)CONTROL_SOCKET_MODE);
+    }
+    return r;
+}
+
 /* For startup failures: close whatever handles were created. */
 static void close_if_open(uv_handle_t *h, void *arg) {
     (void)arg;
@@ -282,6 +364,7 @@ int main(int argc, char **argv) {
     daemon_state d;
     uv_loop_t loop;
     policy *pol;
+    char why[512];
     int exit_code = 0, activated_fd, r;
 
     log_init();
@@ -313,9 +396,26 @@ int main(int argc, char **argv) {
         uv_loop_close(&loop);
         return 1;
     }
-    activated_fd = sd_listen_fd();
-    r = activated_fd >= 0 ? server_listen_fd(d.srv, activated_fd)
-                          : server_listen_path(d.srv, d.opts.socket_path);
+    r = server_configure(d.srv, d.opts.policy_path, d.opts.logs_dir, why, sizeof(why));
+    if (r < 0) {
+        log_error("%s", why);
+        if (r == -EACCES || r == -ENOENT) {
+            log_error("give a writable directory with --logs-dir (now %s)", d.opts.logs_dir);
+        }
+    }
+    activated_fd = r == 0 ? sd_listen_fd() : -1;
+    if (r == 0 && activated_fd >= 0) {
+        r = server_listen_fd(d.srv, activated_fd);
+    }
+    /* The control socket is ready before the client socket accepts, so a
+     * client that sees the daemon can reach its agents too. */
+    if (r == 0) {
+        r = start_control_socket(
+            &d, &loop, activated_fd >= 0 ? server_socket_path(d.srv) : d.opts.socket_path);
+    }
+    if (r == 0 && activated_fd < 0) {
+        r = server_listen_path(d.srv, d.opts.socket_path);
+    }
     if (r == 0) {
         r = server_start(d.srv);
     }
@@ -326,8 +426,10 @@ int main(int argc, char **argv) {
     if (r < 0) {
         d.stopping = true;
         server_stop(d.srv);
+        control_stop(d.ctl);
         uv_walk(&loop, close_if_open, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);
+        control_free(d.ctl);
         server_free(d.srv);
         uv_loop_close(&loop);
         return 1;
@@ -344,6 +446,7 @@ int main(int argc, char **argv) {
 
     uv_run(&loop, UV_RUN_DEFAULT);
 
+    control_free(d.ctl);
     server_free(d.srv);
     if (uv_loop_close(&loop) != 0) {
         log_debug("event loop closed with handles still open");

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,10 +22,17 @@
 
 #include "log.h"
 #include "session.h"
+#include "unixsock.h"
 
 struct server {
     uv_loop_t *loop;
-    policy *pol;
+    policy_ref *pol;
+    prompt_broker *broker;
+    auditsink audit;
+
+    char policy_path[PATH_MAX]; /* "" for the built-in default policy */
+    char logs_dir[PATH_MAX];
+    unsigned reloads_ok, reloads_failed;
 
     int listen_fd;
     uv_poll_t listen_poll;
@@ -34,9 +42,7 @@ struct server {
     bool stopping;
 
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    bool owns_path; /* we created the file and unlink it when stopping */
-    dev_t path_dev; /* identity of the file we created, so we never */
-    ino_t path_ino; /* unlink a successor daemon's socket */
+    unixsock_file file; /* the socket file, when we created it */
 
     struct session **sessions;
     size_t nsessions, sessions_cap;
@@ -55,8 +61,13 @@ int server_new(uv_loop_t *loop, policy *initial_policy, server **out) {
         policy_free(initial_policy);
         return -ENOMEM;
     }
+    s->pol = policy_ref_new(initial_policy);
+    if (s->pol == NULL || prompt_broker_new(loop, s->pol, &s->broker) < 0) {
+        policy_ref_put(s->pol);
+        free(s);
+        return -ENOMEM;
+    }
     s->loop = loop;
-    s->pol = initial_policy;
     s->listen_fd = -1;
     s->next_session_id = 1;
     *out = s;
@@ -68,14 +79,53 @@ uv_loop_t *server_loop(const server *s) {
 }
 
 const policy *server_policy(const server *s) {
+    return policy_ref_policy(s->pol);
+}
+
+policy_ref *server_policy_ref(const server *s) {
     return s->pol;
 }
 
-void server_set_policy(server *s, policy *p) {
-    policy *old = s->pol;
+prompt_broker *server_broker(const server *s) {
+    return s->broker;
+}
 
-    s->pol = p;
-    policy_free(old);
+audit_log *server_audit_log(const server *s) {
+    return s->audit.log;
+}
+
+const auditsink_config *server_audit_config(const server *s) {
+    return &s->audit.config;
+}
+
+const char *server_policy_path(const server *s) {
+    return s->policy_path;
+}
+
+void server_reload_counts(const server *s, unsigned *succeeded, unsigned *failed) {
+    *succeeded = s->reloads_ok;
+    *failed = s->reloads_failed;
+}
+
+/* Swaps in a new policy reference (taking over the caller's reference):
+ * the broker follows, and the old policy is freed once nothing pending
+ * refers to it. */
+static void install_policy_ref(server *s, policy_ref *fresh) {
+    policy_ref *old = s->pol;
+
+    s->pol = fresh;
+    prompt_broker_set_policy(s->broker, fresh);
+    policy_ref_put(old);
+}
+
+void server_set_policy(server *s, policy *p) {
+    policy_ref *fresh = policy_ref_new(p);
+
+    if (fresh == NULL) {
+        log_error("out of memory installing a new policy; keeping the running one");
+        return;
+    }
+    install_policy_ref(s, fresh);
 }
 
 const char *server_socket_path(const server *s) {
@@ -91,121 +141,133 @@ int server_socket_mode(const server *s) {
     return (int)(st.st_mode & 07777);
 }
 
-/* --- creating the socket ------------------------------------------------------ */
+static int copy_path(char *dst, size_t cap, const char *src) {
+    size_t len = strlen(src);
 
-static int fill_sockaddr(const char *path, struct sockaddr_un *sun) {
-    size_t len = strlen(path);
-
-    memset(sun, 0, sizeof(*sun));
-    sun->sun_family = AF_UNIX;
-    if (len == 0 || len >= sizeof(sun->sun_path)) {
+    if (len >= cap) {
         return -ENAMETOOLONG;
     }
-    memcpy(sun->sun_path, path, len + 1);
+    memcpy(dst, src, len + 1);
     return 0;
 }
 
-/* Decides what to do with an existing file at `path`: returns 0 when the
- * path is free (absent, or a stale socket we removed), -EADDRINUSE when a
- * daemon accepts on it, -EEXIST for a file that is not a socket, or
- * another negative errno. */
-static int clear_stale_socket(const char *path, const struct sockaddr_un *sun) {
-    struct stat st;
-    int probe, r;
+int server_configure(server *s, const char *policy_path, const char *logs_dir, char *err,
+                     size_t errlen) {
+    auditsink_config config;
+    int r;
 
-    if (lstat(path, &st) < 0) {
-        if (errno == ENOENT) {
-            return 0;
-        }
-        r = -errno;
-        log_error("cannot examine %s: %s", path, strerror(errno));
-        return r;
+    if (copy_path(s->policy_path, sizeof(s->policy_path), policy_path ? policy_path : "") < 0 ||
+        copy_path(s->logs_dir, sizeof(s->logs_dir), logs_dir) < 0) {
+        snprintf(err, errlen, "the policy or logs directory path is too long");
+        return -ENAMETOOLONG;
     }
-    if (!S_ISSOCK(st.st_mode)) {
-        log_error("%s exists and is not a socket; refusing to replace it", path);
-        return -EEXIST;
+    r = auditsink_config_from_settings(policy_get_settings(server_policy(s)), s->logs_dir,
+                                       policy_path == NULL, &config, err, errlen);
+    if (r == 0) {
+        r = auditsink_apply(&s->audit, &config, err, errlen);
     }
-    /* A socket file outlives its daemon. Only a refused connection proves
-     * nobody listens on it; the probe is non-blocking so a full backlog of
-     * a live daemon counts as live instead of hanging us. */
-    probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (probe < 0) {
-        r = -errno;
-        log_error("cannot create a probe socket: %s", strerror(errno));
-        return r;
-    }
-    r = connect(probe, (const struct sockaddr *)sun, sizeof(*sun));
-    r = r == 0 ? 0 : errno;
-    close(probe);
-    switch (r) {
-    case 0:
-    case EAGAIN:
-    case EINPROGRESS:
-        log_error("another daemon is already listening on %s", path);
-        return -EADDRINUSE;
-    case ECONNREFUSED:
-        if (unlink(path) < 0 && errno != ENOENT) {
-            r = -errno;
-            log_error("cannot remove the stale socket %s: %s", path, strerror(errno));
-            return r;
-        }
-        log_info("removed stale socket file %s", path);
-        return 0;
-    case ENOENT:
-        return 0; /* it vanished meanwhile */
-    default:
-        log_error("cannot probe the existing socket %s: %s", path, strerror(r));
-        return -r;
-    }
+    return r;
 }
 
-int server_listen_path(server *s, const char *path) {
-    struct sockaddr_un sun;
-    struct stat st;
-    mode_t old_umask;
-    int fd, r;
+/* Appends one line to a malloc'd report (NULL stays NULL when out of
+ * memory: the log has every message anyway). */
+static void report_line(char **report, const char *line) {
+    size_t old, add = strlen(line);
+    char *grown;
 
-    r = fill_sockaddr(path, &sun);
+    if (report == NULL) {
+        return;
+    }
+    old = *report != NULL ? strlen(*report) : 0;
+    grown = realloc(*report, old + add + 2);
+    if (grown == NULL) {
+        return;
+    }
+    memcpy(grown + old, line, add);
+    grown[old + add] = '\n';
+    grown[old + add + 1] = '\0';
+    *report = grown;
+}
+
+int server_reload_policy(server *s, char **report) {
+    policy *p = NULL;
+    policy_ref *fresh;
+    char *errors = NULL, why[512];
+    auditsink_config config;
+    int r;
+
+    if (report != NULL) {
+        *report = NULL;
+    }
+    if (s->policy_path[0] == '\0') {
+        log_info("reload: no --policy file to reload; keeping the built-in default policy");
+        report_line(report, "no --policy file to reload: the built-in default policy stays");
+        s->reloads_failed++;
+        return -ENOENT;
+    }
+    if (policy_load_file(s->policy_path, &p, &errors) != 0) {
+        log_error("policy reload from %s failed; keeping the running policy:", s->policy_path);
+        for (const char *line = errors; line != NULL && *line != '\0';) {
+            const char *end = strchr(line, '\n');
+            size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+            if (len >= sizeof(why)) {
+                len = sizeof(why) - 1; /* a message that long is cut, not lost */
+            }
+            if (len > 0) {
+                memcpy(why, line, len);
+                why[len] = '\0';
+                log_error("%s", why);
+                report_line(report, why);
+            }
+            line = end != NULL ? end + 1 : NULL;
+        }
+        if (errors == NULL || errors[0] == '\0') {
+            snprintf(why, sizeof(why), "%.400s: cannot load the policy", s->policy_path);
+            log_error("%s", why);
+            report_line(report, why);
+        }
+        free(errors);
+        s->reloads_failed++;
+        return -EINVAL;
+    }
+    free(errors);
+    r = auditsink_config_from_settings(policy_get_settings(p), s->logs_dir, false, &config, why,
+                                       sizeof(why));
+    if (r == 0) {
+        r = auditsink_apply(&s->audit, &config, why, sizeof(why));
+    }
     if (r < 0) {
-        log_error("socket path \"%s\" is empty or longer than %zu bytes", path,
-                  sizeof(sun.sun_path) - 1);
+        log_error("policy reload from %s refused; keeping the running policy: %s", s->policy_path,
+                  why);
+        report_line(report, why);
+        policy_free(p);
+        s->reloads_failed++;
         return r;
     }
-    r = clear_stale_socket(path, &sun);
-    if (r < 0) {
-        return r;
+    fresh = policy_ref_new(p);
+    if (fresh == NULL) {
+        log_error("policy reload from %s: out of memory; keeping the running policy",
+                  s->policy_path);
+        report_line(report, "out of memory");
+        s->reloads_failed++;
+        return -ENOMEM;
     }
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    install_policy_ref(s, fresh);
+    s->reloads_ok++;
+    log_info("policy reloaded from %s", s->policy_path);
+    return 0;
+}
+
+/* --- creating the socket ------------------------------------------------------ */
+
+int server_listen_path(server *s, const char *path) {
+    int fd =
+        unixsock_listen(path, SERVER_SOCKET_MODE, SERVER_LISTEN_BACKLOG, "client socket", &s->file);
+
     if (fd < 0) {
-        r = -errno;
-        log_error("cannot create the control socket: %s", strerror(errno));
-        return r;
+        return fd;
     }
-    /* The file is created with the umask applied: binding under a umask
-     * that leaves exactly SERVER_SOCKET_MODE means there is no moment in
-     * which the socket is more open than intended. */
-    old_umask = umask(0777 & ~SERVER_SOCKET_MODE);
-    r = bind(fd, (const struct sockaddr *)&sun, sizeof(sun));
-    r = r < 0 ? -errno : 0;
-    umask(old_umask);
-    if (r < 0) {
-        log_error("cannot bind the control socket %s: %s", path, strerror(-r));
-        close(fd);
-        return r;
-    }
-    if (listen(fd, SERVER_LISTEN_BACKLOG) < 0) {
-        r = -errno;
-        log_error("cannot listen on %s: %s", path, strerror(errno));
-        unlink(path);
-        close(fd);
-        return r;
-    }
-    if (stat(path, &st) == 0) {
-        s->path_dev = st.st_dev;
-        s->path_ino = st.st_ino;
-    }
-    memcpy(s->path, sun.sun_path, sizeof(s->path));
-    s->owns_path = true;
+    memcpy(s->path, s->file.path, sizeof(s->path));
     s->listen_fd = fd;
     return 0;
 }
@@ -241,7 +303,6 @@ int server_listen_fd(server *s, int fd) {
     } else {
         snprintf(s->path, sizeof(s->path), "(abstract or unnamed socket)");
     }
-    s->owns_path = false;
     s->listen_fd = fd;
     return 0;
 }
@@ -375,6 +436,18 @@ static unsigned sessions_of_uid(const server *s, uid_t uid) {
     return n;
 }
 
+size_t server_session_count(const server *s) {
+    return s->nsessions;
+}
+
+struct session *server_session_at(const server *s, size_t i) {
+    return i < s->nsessions ? s->sessions[i] : NULL;
+}
+
+const tenant_usage *server_tenant_usages(const server *s) {
+    return s->tenants;
+}
+
 int server_add_session(server *s, struct session *sess) {
     if (s->nsessions == s->sessions_cap) {
         size_t cap = s->sessions_cap == 0 ? 16 : s->sessions_cap * 2;
@@ -433,20 +506,6 @@ void server_tenant_usage_release(server *s, tenant_usage *u) {
 
 /* --- stopping --------------------------------------------------------------------- */
 
-/* Removes the socket file if it is still the one we created (a successor
- * daemon may already have replaced it). */
-static void unlink_own_socket(server *s) {
-    struct stat st;
-
-    if (!s->owns_path) {
-        return;
-    }
-    s->owns_path = false;
-    if (lstat(s->path, &st) == 0 && st.st_dev == s->path_dev && st.st_ino == s->path_ino) {
-        unlink(s->path);
-    }
-}
-
 void server_stop(server *s) {
     if (s->stopping) {
         return;
@@ -466,7 +525,7 @@ void server_stop(server *s) {
         close(s->listen_fd);
         s->listen_fd = -1;
     }
-    unlink_own_socket(s);
+    unixsock_unlink(&s->file);
     /* session_close never frees synchronously, so the array stays intact
      * while we walk it. */
     for (size_t i = 0; i < s->nsessions; i++) {
@@ -484,13 +543,15 @@ void server_free(server *s) {
     if (s->listen_fd >= 0) {
         close(s->listen_fd);
     }
-    unlink_own_socket(s);
+    unixsock_unlink(&s->file);
     while (s->tenants != NULL) {
         tenant_usage *next = s->tenants->next;
         free(s->tenants);
         s->tenants = next;
     }
     free(s->sessions);
-    policy_free(s->pol);
+    prompt_broker_free(s->broker);
+    auditsink_close(&s->audit);
+    policy_ref_put(s->pol);
     free(s);
 }

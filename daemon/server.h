@@ -14,7 +14,10 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "auditsink.h"
 #include "policy.h"
+#include "policyref.h"
+#include "prompt.h"
 #include "proto.h"
 
 /* Sessions the daemon serves at once. Each session costs a descriptor, a
@@ -54,13 +57,30 @@ typedef struct tenant_usage {
     unsigned refs;        /* sessions acting for this tenant */
     unsigned sockets;     /* open sockets of every kind */
     unsigned listeners;   /* sockets listening or starting to listen */
-    unsigned pending_ops; /* operations the kernel has not finished (connects) */
+    unsigned pending_ops; /* operations still in progress: kernel connects, prompts, delays */
     struct tenant_usage *next;
 } tenant_usage;
 
 /* Creates the server; takes ownership of `initial_policy` (never NULL).
  * Returns 0 and *out (free with server_free), or -ENOMEM (policy freed). */
 int server_new(uv_loop_t *loop, policy *initial_policy, server **out);
+
+/* Says where the policy came from (policy_path; NULL for the built-in
+ * default) and where relative audit files go (logs_dir), and opens the
+ * audit log the policy asks for (the built-in default audits to the
+ * journal only). Returns 0, or a negative errno with a one-line reason in
+ * err: the daemon must not run without the audit log its policy names. */
+int server_configure(server *s, const char *policy_path, const char *logs_dir, char *err,
+                     size_t errlen);
+
+/* Loads the policy file anew (SIGHUP, the control socket's `reload`). On
+ * success the new policy is in force for every decision from now on, the
+ * audit log follows its settings and remembered answers whose rule vanished
+ * are forgotten. On failure (file:line:column errors, an audit log that
+ * cannot be opened, no file to reload) the running policy stays. *report
+ * (may be NULL) receives the messages, one per line, malloc'd (caller
+ * frees; NULL when out of memory). Returns 0 or a negative errno. */
+int server_reload_policy(server *s, char **report);
 
 /* Creates, binds (mode SERVER_SOCKET_MODE) and listens on the Unix socket
  * `path`. A stale socket file (nobody accepts on it) is removed first; a
@@ -91,15 +111,42 @@ void server_set_policy(server *s, policy *p);
  * within one loop callback, never keep it. */
 const policy *server_policy(const server *s);
 
+/* The current policy's reference: take one (policy_ref_get) to keep it
+ * across a reload. */
+policy_ref *server_policy_ref(const server *s);
+
+/* The prompt broker (prompt.h), owned by the server. */
+prompt_broker *server_broker(const server *s);
+
+/* The audit log, or NULL when none is open. Borrowed for one callback. */
+audit_log *server_audit_log(const server *s);
+
+/* How the audit log is configured (for status output). */
+const auditsink_config *server_audit_config(const server *s);
+
+/* The policy file ("" for the built-in default), and how many reloads
+ * succeeded and failed. */
+const char *server_policy_path(const server *s);
+void server_reload_counts(const server *s, unsigned *succeeded, unsigned *failed);
+
+/* The sessions, for listing: valid until the loop runs again. */
+size_t server_session_count(const server *s);
+struct session *server_session_at(const server *s, size_t i);
+
+/* The tenants with at least one session (a list linked by `next`). */
+const tenant_usage *server_tenant_usages(const server *s);
+
 uv_loop_t *server_loop(const server *s);
 
-/* Stops accepting, closes every session (their sockets, relays and pending
- * operations) and unlinks the socket file. Handles close asynchronously:
- * run the loop until it ends, then call server_free. Idempotent. */
+/* Stops accepting, closes every session (their sockets, relays, pending
+ * operations and prompts) and unlinks the socket file. Handles close
+ * asynchronously: run the loop until it ends, then call server_free.
+ * Idempotent. */
 void server_stop(server *s);
 
-/* Frees the server and its policy. Call after server_stop and after the
- * loop has run every close callback. NULL is allowed. */
+/* Frees the server, its policy, prompt broker and audit log. Call after
+ * server_stop (and after every prompt agent detached) and after the loop
+ * has run every close callback. NULL is allowed. */
 void server_free(server *s);
 
 /* --- for sessions ---------------------------------------------------------- */

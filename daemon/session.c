@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "authz.h"
 #include "handles.h"
 #include "log.h"
 #include "policy.h"
@@ -204,6 +205,8 @@ void session_close(session *s, const char *why) {
     s->resources = (handle_table)HANDLE_TABLE_INIT;
     handle_table_foreach(&resources, destroy_resource, NULL);
     handle_table_clear(&resources);
+    /* Answers remembered for this session only go with it. */
+    authz_session_closed(s);
 
     while (s->fdq_len > 0) {
         queued_fds *q = &s->fdq[s->fdq_head];

@@ -52,6 +52,30 @@ typedef enum tcp_state {
 /* Client stream ends, indexed by proto_direction. */
 enum { STREAM_INPUT = PROTO_DIR_RECEIVE, STREAM_OUTPUT = PROTO_DIR_SEND, STREAM_COUNT = 2 };
 
+/* Which policy question of an operation in progress is being decided. An
+ * operation may need two in turn (an implicit bind, then the connect or
+ * listen); each may wait for a prompt. */
+typedef enum tcp_step {
+    STEP_NONE,
+    STEP_BIND,
+    STEP_CONNECT_IMPLICIT_BIND,
+    STEP_CONNECT,
+    STEP_LISTEN_IMPLICIT_BIND,
+    STEP_LISTEN,
+} tcp_step;
+
+struct tcp_sock;
+
+/* A connection taken from a listener's kernel queue whose accept decision
+ * is pending (a prompt), or that was allowed and waits for the guest's
+ * accept. Owned by its listener. */
+typedef struct held_conn {
+    struct held_conn *next;
+    struct tcp_sock *listener;
+    int fd;               /* the accepted socket; owned */
+    authz_pending *authz; /* NULL once allowed */
+} held_conn;
+
 typedef struct tcp_sock {
     resource res; /* first member: the session's table entry */
     int fd;       /* the kernel socket; owned until closed or given to relay_drop */
@@ -78,6 +102,18 @@ typedef struct tcp_sock {
 
     bool counts_pending;  /* included in the tenant's pending_ops */
     bool counts_listener; /* included in the tenant's listeners */
+
+    /* A policy decision that waits (a prompt, a delayed refusal) keeps the
+     * operation in progress: finish-* answers would-block, readiness is
+     * false. */
+    authz_pending *authz;
+    tcp_step step;
+    proto_addr op_addr; /* bind: the address; connect: the remote; listen: the implicit bind's */
+    unsigned callbacks; /* our decision callbacks running: the memory stays until they return */
+
+    /* Listener: connections taken from the kernel, in arrival order. */
+    held_conn *held;
+    unsigned held_count;
 } tcp_sock;
 
 static void tcp_destroy(resource *r);
@@ -152,6 +188,14 @@ static void listener_count_end(tcp_sock *t) {
     }
 }
 
+/* A destroyed socket's memory goes once nothing points to it any more: no
+ * poll handle closing, none of our callbacks running. */
+static void free_if_unused(tcp_sock *t) {
+    if (t->destroyed && !t->poll_closing && t->callbacks == 0) {
+        free(t);
+    }
+}
+
 /* The closing poll handle keeps the session (and this socket's memory) alive
  * until libuv is done with it. */
 static void on_poll_closed(uv_handle_t *h) {
@@ -159,10 +203,7 @@ static void on_poll_closed(uv_handle_t *h) {
     session *s = sess_of(t);
 
     t->poll_closing = false;
-    if (t->destroyed) {
-        /* The socket was destroyed meanwhile: its memory waited for us. */
-        free(t);
-    }
+    free_if_unused(t); /* destroyed meanwhile: its memory waited for us */
     session_release(s);
 }
 
@@ -281,13 +322,28 @@ static tcp_sock *tcp_sock_new(int fd, uint8_t family) {
     return t;
 }
 
-/* Releases everything: counters, poll, relay (which lingers to deliver the
- * bytes already written, then closes the socket), the kernel socket, and
- * stream ends never handed out. */
+static void close_with_reset(int fd);
+
+/* Releases everything: a pending decision (its prompt is withdrawn),
+ * connections held for accept, counters, poll, relay (which lingers to
+ * deliver the bytes already written, then closes the socket), the kernel
+ * socket, and stream ends never handed out. */
 static void tcp_destroy(resource *r) {
     tcp_sock *t = (tcp_sock *)r;
     session *s = sess_of(t);
 
+    if (t->authz != NULL) {
+        authz_cancel(t->authz);
+        t->authz = NULL;
+    }
+    while (t->held != NULL) {
+        held_conn *h = t->held;
+        t->held = h->next;
+        authz_cancel(h->authz);
+        close_with_reset(h->fd);
+        free(h);
+    }
+    t->held_count = 0;
     pending_op_end(t);
     listener_count_end(t);
     session_usage(s)->sockets--;
@@ -305,12 +361,10 @@ static void tcp_destroy(resource *r) {
             t->client_fds[i] = -1;
         }
     }
-    /* A pending poll close still points at this memory: on_poll_closed
-     * frees it then. */
+    /* A pending poll close or a running callback still points at this
+     * memory: whichever ends last frees it. */
     t->destroyed = true;
-    if (!t->poll_closing) {
-        free(t);
-    }
+    free_if_unused(t);
 }
 
 /* The relay reports how each direction ended; an error reaches the client
@@ -448,6 +502,53 @@ static void handle_create(session *s, const proto_msg *req) {
     session_send(s, &reply, NULL);
 }
 
+/* --- decisions ------------------------------------------------------------------ */
+
+/* start-bind/-connect/-listen is resolved (finish-* would not say
+ * would-block) when no policy decision and no kernel connect is pending. */
+static bool op_resolved(const tcp_sock *t) {
+    return t->authz == NULL && !t->connect_pending;
+}
+
+static void step_decided(tcp_sock *t, tcp_step step, proto_err result);
+
+static void on_step_decided(void *cookie, proto_err result) {
+    tcp_sock *t = cookie;
+    session *s = sess_of(t);
+
+    t->authz = NULL;
+    /* Continuing may send events, which may close the session (output
+     * cap) and destroy this socket: its memory and the session stay until
+     * this callback is done. */
+    t->callbacks++;
+    session_hold(s);
+    step_decided(t, t->step, result);
+    if (!t->destroyed) {
+        set_ready(t, op_resolved(t));
+    }
+    t->callbacks--;
+    if (t->destroyed) {
+        free_if_unused(t);
+    } else {
+        session_flush(s);
+    }
+    session_release(s);
+}
+
+/* Asks the policy about `step`. The answer continues the operation now
+ * (step_decided), or later when it has to wait (a prompt, a delay). */
+static void ask(tcp_sock *t, tcp_step step, const authz_query *q) {
+    proto_err result = PROTO_OK;
+    authz_pending *pending = NULL;
+
+    t->step = step;
+    if (authz_begin(sess_of(t), q, on_step_decided, t, &result, &pending) == AUTHZ_PENDING) {
+        t->authz = pending;
+        return;
+    }
+    step_decided(t, step, result);
+}
+
 /* --- bind ------------------------------------------------------------------------ */
 
 static void handle_bind(session *s, const proto_msg *req) {
@@ -467,16 +568,16 @@ static void handle_bind(session *s, const proto_msg *req) {
         reply_invalid_state(s, req, t);
         return;
     }
-    memset(&q, 0, sizeof(q));
-    q.op = POLICY_OP_TCP_BIND;
-    q.local = &req->addr;
-    q.handle = t->res.handle;
-    t->result = authz_decide(s, &q);
-    if (t->result == PROTO_OK) {
-        t->result = do_bind(t, &req->addr);
-    }
     /* The result (policy or kernel) is finish-bind's to report. */
     t->state = TCP_BIND_IN_PROGRESS;
+    t->op_addr = req->addr;
+    t->result = PROTO_OK;
+    memset(&q, 0, sizeof(q));
+    q.op = POLICY_OP_TCP_BIND;
+    q.local = &t->op_addr;
+    q.handle = t->res.handle;
+    ask(t, STEP_BIND, &q);
+    set_ready(t, op_resolved(t)); /* events before the reply */
     session_reply_ok(s, req);
 }
 
@@ -527,15 +628,49 @@ static bool connect_resolved_now(tcp_sock *t) {
     return true;
 }
 
+/* The policy allowed the connect: the non-blocking connect(2). */
+static void start_kernel_connect(tcp_sock *t) {
+    session *s = sess_of(t);
+    struct sockaddr_storage ss;
+    socklen_t len;
+
+    sockrules_addr_to_sockaddr(&t->op_addr, &ss, &len);
+    t->has_local = true; /* the kernel binds now if we had not */
+    if (connect(t->fd, (struct sockaddr *)&ss, len) == 0) {
+        t->result = PROTO_OK; /* resolved at once */
+    } else if (errno == EINPROGRESS && connect_resolved_now(t)) {
+        /* resolved before we could watch it */
+    } else if (errno == EINPROGRESS) {
+        int r = poll_start(t, UV_WRITABLE, on_connect_done);
+        if (r < 0) {
+            t->result = errmap_errno(r, errmap_flags(s));
+        } else {
+            t->connect_pending = true;
+            pending_op_begin(t);
+        }
+    } else {
+        t->result = errmap_errno(errno, ERRMAP_ADDRESS_GIVEN | errmap_flags(s));
+    }
+}
+
+static void ask_connect(tcp_sock *t) {
+    proto_addr local;
+    authz_query q;
+
+    memset(&q, 0, sizeof(q));
+    q.handle = t->res.handle;
+    q.op = POLICY_OP_TCP_CONNECT;
+    q.local = t->has_local && local_address(t, &local) == 0 ? &local : NULL;
+    q.remote = &t->op_addr;
+    ask(t, STEP_CONNECT, &q);
+}
+
 static void handle_connect(session *s, const proto_msg *req) {
     tcp_sock *t = find_sock(s, req);
     policy_limits limits;
-    struct sockaddr_storage ss;
-    socklen_t len;
-    proto_addr unspecified, local;
+    proto_addr unspecified;
     authz_query q;
     const char *why;
-    bool was_unbound;
 
     if (t == NULL) {
         return;
@@ -571,63 +706,46 @@ static void handle_connect(session *s, const proto_msg *req) {
         return;
     }
 
-    was_unbound = t->state == TCP_UNBOUND;
     t->state = TCP_CONNECT_IN_PROGRESS;
     t->connect_pending = false;
     t->result = PROTO_OK;
-
-    memset(&q, 0, sizeof(q));
-    q.handle = t->res.handle;
-    if (was_unbound) {
+    t->op_addr = req->addr;
+    if (!t->has_local) {
         /* The kernel binds an ephemeral port at connect: the policy sees it
          * as a bind of the unspecified address, port 0. */
         sockrules_addr_unspecified(t->family, &unspecified);
+        memset(&q, 0, sizeof(q));
+        q.handle = t->res.handle;
         q.op = POLICY_OP_TCP_BIND;
         q.implicit = true;
         q.local = &unspecified;
-        t->result = authz_decide(s, &q);
-    }
-    if (t->result == PROTO_OK) {
-        q.op = POLICY_OP_TCP_CONNECT;
-        q.implicit = false;
-        q.local = !was_unbound && local_address(t, &local) == 0 ? &local : NULL;
-        q.remote = &req->addr;
-        t->result = authz_decide(s, &q);
-    }
-    if (t->result != PROTO_OK) {
-        session_reply_ok(s, req); /* finish-connect reports the refusal */
-        return;
-    }
-
-    sockrules_addr_to_sockaddr(&req->addr, &ss, &len);
-    t->has_local = true; /* the kernel binds now if we had not */
-    if (connect(t->fd, (struct sockaddr *)&ss, len) == 0) {
-        t->result = PROTO_OK; /* resolved at once; readiness stays true */
-    } else if (errno == EINPROGRESS && connect_resolved_now(t)) {
-        /* resolved before we could watch it; readiness stays true */
-    } else if (errno == EINPROGRESS) {
-        int r = poll_start(t, UV_WRITABLE, on_connect_done);
-        if (r < 0) {
-            t->result = errmap_errno(r, errmap_flags(s));
-        } else {
-            t->connect_pending = true;
-            pending_op_begin(t);
-            set_ready(t, false); /* event before the reply */
-        }
+        ask(t, STEP_CONNECT_IMPLICIT_BIND, &q);
     } else {
-        t->result = errmap_errno(errno, ERRMAP_ADDRESS_GIVEN | errmap_flags(s));
+        ask_connect(t);
     }
+    /* A refusal is reported by finish-connect; events before the reply. */
+    set_ready(t, op_resolved(t));
     session_reply_ok(s, req);
 }
 
 /* --- listen ----------------------------------------------------------------------- */
 
+static void ask_listen(tcp_sock *t) {
+    proto_addr local;
+    authz_query q;
+
+    memset(&q, 0, sizeof(q));
+    q.handle = t->res.handle;
+    q.op = POLICY_OP_TCP_LISTEN;
+    q.local = local_address(t, &local) == 0 ? &local : NULL;
+    q.local_port_ephemeral = t->port_chosen_by_kernel;
+    ask(t, STEP_LISTEN, &q);
+}
+
 static void handle_listen(session *s, const proto_msg *req) {
     tcp_sock *t = find_sock(s, req);
     policy_limits limits;
-    proto_addr unspecified, local;
     authz_query q;
-    bool implicit_bind;
 
     if (t == NULL) {
         return;
@@ -650,53 +768,91 @@ static void handle_listen(session *s, const proto_msg *req) {
         return;
     }
 
-    implicit_bind = t->state == TCP_UNBOUND;
-    t->state = TCP_LISTEN_IN_PROGRESS;
     t->counts_listener = true;
     session_usage(s)->listeners++;
     t->result = PROTO_OK;
-
-    memset(&q, 0, sizeof(q));
-    q.handle = t->res.handle;
-    if (implicit_bind) {
-        sockrules_addr_unspecified(t->family, &unspecified);
+    if (t->state == TCP_UNBOUND) {
+        t->state = TCP_LISTEN_IN_PROGRESS;
+        sockrules_addr_unspecified(t->family, &t->op_addr);
+        memset(&q, 0, sizeof(q));
+        q.handle = t->res.handle;
         q.op = POLICY_OP_TCP_BIND;
         q.implicit = true;
-        q.local = &unspecified;
-        t->result = authz_decide(s, &q);
-        if (t->result == PROTO_OK) {
-            t->result = do_bind(t, &unspecified);
-        }
+        q.local = &t->op_addr;
+        ask(t, STEP_LISTEN_IMPLICIT_BIND, &q);
+    } else {
+        t->state = TCP_LISTEN_IN_PROGRESS;
+        ask_listen(t);
     }
-    if (t->result == PROTO_OK) {
-        q.op = POLICY_OP_TCP_LISTEN;
-        q.implicit = false;
-        q.local = local_address(t, &local) == 0 ? &local : NULL;
-        q.local_port_ephemeral = t->port_chosen_by_kernel;
-        t->result = authz_decide(s, &q);
-    }
-    if (t->result == PROTO_OK) {
-        if (listen(t->fd, t->backlog) < 0) {
-            t->result = errmap_errno(errno, errmap_flags(s));
-        } else {
-            t->listen_started = true;
-        }
-    }
-    /* finish-listen reports the result. */
+    /* finish-listen reports the result; events before the reply. */
+    set_ready(t, op_resolved(t));
     session_reply_ok(s, req);
 }
 
-/* A listener is ready exactly while a connection waits. When none does,
- * watch the socket until one arrives. */
+/* Continues the operation in progress once the policy decided `step`. */
+static void step_decided(tcp_sock *t, tcp_step step, proto_err result) {
+    t->step = STEP_NONE;
+    if (result != PROTO_OK) {
+        t->result = result;
+        return;
+    }
+    switch (step) {
+    case STEP_BIND:
+        t->result = do_bind(t, &t->op_addr);
+        return;
+    case STEP_CONNECT_IMPLICIT_BIND:
+        ask_connect(t);
+        return;
+    case STEP_CONNECT:
+        start_kernel_connect(t);
+        return;
+    case STEP_LISTEN_IMPLICIT_BIND:
+        t->result = do_bind(t, &t->op_addr);
+        if (t->result == PROTO_OK) {
+            ask_listen(t);
+        }
+        return;
+    case STEP_LISTEN:
+        if (listen(t->fd, t->backlog) < 0) {
+            t->result = errmap_errno(errno, errmap_flags(sess_of(t)));
+        } else {
+            t->listen_started = true;
+        }
+        return;
+    case STEP_NONE:
+        return;
+    }
+}
+
+/* A listener is ready exactly while a connection can be taken at once: one
+ * the policy allowed is held, or (with room to hold more) one waits in the
+ * kernel. When not, watch the socket until one arrives. */
 static void on_listener_readable(uv_poll_t *h, int status, int events);
 
-static void listener_update_readiness(tcp_sock *t, bool waiting) {
-    if (waiting) {
+static bool held_allowed_waiting(const tcp_sock *l) {
+    for (const held_conn *h = l->held; h != NULL; h = h->next) {
+        if (h->authz == NULL) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void listener_refresh_readiness(tcp_sock *t) {
+    bool room = t->held_count < TCP_ACCEPT_HELD_MAX;
+
+    if (held_allowed_waiting(t) || (room && connection_waiting(t->fd))) {
         poll_stop(t);
         set_ready(t, true);
         return;
     }
     set_ready(t, false);
+    if (!room) {
+        /* Full of connections waiting for a prompt: their decisions
+         * refresh the readiness. */
+        poll_stop(t);
+        return;
+    }
     if (!t->polling && poll_start(t, UV_READABLE, on_listener_readable) < 0) {
         /* Without a watcher the client would wait forever: say ready and
          * let accept find out. */
@@ -710,7 +866,8 @@ static void on_listener_readable(uv_poll_t *h, int status, int events) {
     (void)status;
     (void)events;
     /* On a poll error accept reports the problem, so become ready too. */
-    listener_update_readiness(t, true);
+    poll_stop(t);
+    set_ready(t, true);
     session_flush(sess_of(t));
 }
 
@@ -719,6 +876,10 @@ static void on_listener_readable(uv_poll_t *h, int status, int events) {
 static void finish_bind(session *s, const proto_msg *req, tcp_sock *t) {
     if (t->state != TCP_BIND_IN_PROGRESS) {
         session_reply_error(s, req, PROTO_E_NOT_IN_PROGRESS, "no bind in progress");
+        return;
+    }
+    if (t->authz != NULL) {
+        session_reply_error(s, req, PROTO_E_WOULD_BLOCK, "waiting for a permission decision");
         return;
     }
     if (t->result != PROTO_OK) {
@@ -736,6 +897,10 @@ static void finish_connect(session *s, const proto_msg *req, tcp_sock *t) {
 
     if (t->state != TCP_CONNECT_IN_PROGRESS) {
         session_reply_error(s, req, PROTO_E_NOT_IN_PROGRESS, "no connect in progress");
+        return;
+    }
+    if (t->authz != NULL) {
+        session_reply_error(s, req, PROTO_E_WOULD_BLOCK, "waiting for a permission decision");
         return;
     }
     if (t->connect_pending) {
@@ -762,6 +927,10 @@ static void finish_listen(session *s, const proto_msg *req, tcp_sock *t) {
         session_reply_error(s, req, PROTO_E_NOT_IN_PROGRESS, "no listen in progress");
         return;
     }
+    if (t->authz != NULL) {
+        session_reply_error(s, req, PROTO_E_WOULD_BLOCK, "waiting for a permission decision");
+        return;
+    }
     if (t->result != PROTO_OK) {
         t->state = TCP_CLOSED;
         listener_count_end(t);
@@ -769,7 +938,7 @@ static void finish_listen(session *s, const proto_msg *req, tcp_sock *t) {
         return;
     }
     t->state = TCP_LISTENING;
-    listener_update_readiness(t, connection_waiting(t->fd)); /* events before the reply */
+    listener_refresh_readiness(t); /* events before the reply */
     session_reply_ok(s, req);
 }
 
@@ -869,20 +1038,93 @@ static void inherit_options(const tcp_sock *listener, tcp_sock *conn) {
     }
 }
 
-/* Takes the next connection the policy allows. Returns its descriptor, or
- * -1 with *err (PROTO_E_WOULD_BLOCK when none is waiting). */
+/* Takes the first held connection the policy allowed: its descriptor, or
+ * -1 when none. */
+static int take_allowed(tcp_sock *l) {
+    for (held_conn **link = &l->held; *link != NULL; link = &(*link)->next) {
+        held_conn *h = *link;
+        if (h->authz == NULL) {
+            int fd = h->fd;
+            *link = h->next;
+            l->held_count--;
+            free(h);
+            return fd;
+        }
+    }
+    return -1;
+}
+
+static void held_append(tcp_sock *l, held_conn *h) {
+    held_conn **link = &l->held;
+
+    while (*link != NULL) {
+        link = &(*link)->next;
+    }
+    h->next = NULL;
+    *link = h;
+    l->held_count++;
+}
+
+static void held_remove(tcp_sock *l, held_conn *h) {
+    for (held_conn **link = &l->held; *link != NULL; link = &(*link)->next) {
+        if (*link == h) {
+            *link = h->next;
+            l->held_count--;
+            return;
+        }
+    }
+}
+
+/* The decision about a held connection: allowed, it waits for the guest's
+ * accept (the listener becomes ready); refused, it is reset or dropped. */
+static void on_accept_decided(void *cookie, proto_err result) {
+    held_conn *h = cookie;
+    tcp_sock *l = h->listener;
+    session *s = sess_of(l);
+
+    h->authz = NULL;
+    if (result != PROTO_OK) {
+        held_remove(l, h);
+        close_refused(s, h->fd);
+        free(h);
+    }
+    l->callbacks++;
+    session_hold(s);
+    listener_refresh_readiness(l);
+    l->callbacks--;
+    if (l->destroyed) {
+        free_if_unused(l);
+    } else {
+        session_flush(s);
+    }
+    session_release(s);
+}
+
+/* Takes the next connection the policy allows: a held one it allowed
+ * earlier, else from the kernel. A connection whose decision has to wait
+ * (a prompt) is held, and the next one is tried. Returns its descriptor,
+ * or -1 with *err (PROTO_E_WOULD_BLOCK when none can be taken now). */
 static int accept_allowed(session *s, tcp_sock *listener, proto_err *err) {
     proto_addr local;
     bool have_local = local_address(listener, &local) == 0;
+    int fd = take_allowed(listener);
 
+    if (fd >= 0) {
+        return fd;
+    }
     for (int attempt = 0; attempt < TCP_ACCEPT_ATTEMPTS; attempt++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         proto_addr peer;
         authz_query q;
-        proto_err verdict;
-        int fd = accept4(listener->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        authz_pending *pending = NULL;
+        proto_err verdict = PROTO_OK;
+        held_conn *h;
 
+        if (listener->held_count >= TCP_ACCEPT_HELD_MAX) {
+            break; /* the rest stays in the kernel's queue */
+        }
+        fd = accept4(listener->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int e = errno;
             if (e == EAGAIN) {
@@ -899,6 +1141,14 @@ static int accept_allowed(session *s, tcp_sock *listener, proto_err *err) {
             close_with_reset(fd);
             continue;
         }
+        h = calloc(1, sizeof(*h));
+        if (h == NULL) {
+            close_with_reset(fd);
+            *err = PROTO_E_OUT_OF_MEMORY;
+            return -1;
+        }
+        h->listener = listener;
+        h->fd = fd;
         /* The policy sees the listener's address as local, the peer as
          * remote. */
         memset(&q, 0, sizeof(q));
@@ -907,14 +1157,20 @@ static int accept_allowed(session *s, tcp_sock *listener, proto_err *err) {
         q.local_port_ephemeral = listener->port_chosen_by_kernel;
         q.remote = &peer;
         q.handle = listener->res.handle;
-        verdict = authz_decide(s, &q);
+        if (authz_begin(s, &q, on_accept_decided, h, &verdict, &pending) == AUTHZ_PENDING) {
+            h->authz = pending;
+            held_append(listener, h);
+            continue;
+        }
+        free(h);
         if (verdict != PROTO_OK) {
             close_refused(s, fd);
             continue;
         }
         return fd;
     }
-    /* Attempts used up on refused or failed connections; more may wait. */
+    /* Attempts used up on refused, held or failed connections; more may
+     * wait. */
     *err = PROTO_E_WOULD_BLOCK;
     return -1;
 }
@@ -949,7 +1205,7 @@ static void handle_accept(session *s, const proto_msg *req) {
 
     fd = accept_allowed(s, l, &err);
     if (fd < 0) {
-        listener_update_readiness(l, connection_waiting(l->fd));
+        listener_refresh_readiness(l);
         session_reply_error(s, req, err,
                             err == PROTO_E_WOULD_BLOCK ? "no connection waiting" : "accept failed");
         return;
@@ -957,7 +1213,7 @@ static void handle_accept(session *s, const proto_msg *req) {
     c = tcp_sock_new(fd, l->family);
     if (c == NULL) {
         close_with_reset(fd);
-        listener_update_readiness(l, connection_waiting(l->fd));
+        listener_refresh_readiness(l);
         session_reply_error(s, req, PROTO_E_OUT_OF_MEMORY, "out of memory");
         return;
     }
@@ -968,7 +1224,7 @@ static void handle_accept(session *s, const proto_msg *req) {
     if (r < 0) {
         close_with_reset(fd);
         free(c);
-        listener_update_readiness(l, connection_waiting(l->fd));
+        listener_refresh_readiness(l);
         session_reply_error(s, req, r == -ENOSPC ? PROTO_E_NEW_SOCKET_LIMIT : PROTO_E_OUT_OF_MEMORY,
                             "no handle available");
         return;
@@ -980,7 +1236,7 @@ static void handle_accept(session *s, const proto_msg *req) {
         if (taken != NULL) {
             tcp_destroy(taken);
         }
-        listener_update_readiness(l, connection_waiting(l->fd));
+        listener_refresh_readiness(l);
         session_reply_error(s, req, err, "cannot relay the connection");
         return;
     }
@@ -988,8 +1244,8 @@ static void handle_accept(session *s, const proto_msg *req) {
     proto_reply_ok(req, &reply);
     reply.new_handle = c->res.handle;
     reply.family = c->family;
-    reply.more = connection_waiting(l->fd);
-    listener_update_readiness(l, reply.more); /* events before the reply */
+    listener_refresh_readiness(l); /* events before the reply */
+    reply.more = l->ready;
     reply_with_streams(s, c, &reply);
 }
 

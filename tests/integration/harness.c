@@ -247,11 +247,16 @@ static void exec_daemon(const char *wasockd, const itest_daemon *d, int log_fd, 
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);
 
-    const char *argv[8];
+    const char *argv[16];
     size_t argc = 0;
     argv[argc++] = wasockd;
     argv[argc++] = "--socket";
     argv[argc++] = d->socket_path;
+    /* The control socket and the audit file stay in the test's directory. */
+    argv[argc++] = "--control-socket";
+    argv[argc++] = d->control_path;
+    argv[argc++] = "--logs-dir";
+    argv[argc++] = d->dir;
     if (d->policy_path[0] != '\0') {
         argv[argc++] = "--policy";
         argv[argc++] = d->policy_path;
@@ -307,6 +312,8 @@ static void prepare_daemon(itest_daemon *d, const char *socket_path, const char 
         set_path(d->socket_path, d->dir, "s.sock");
     }
     set_path(d->log_path, d->dir, "wasockd.log");
+    set_path(d->control_path, d->dir, "control.sock");
+    set_path(d->audit_path, d->dir, "audit.jsonl");
     if (policy_yaml != NULL) {
         set_path(d->policy_path, d->dir, "policy.yaml");
         int r = write_file(d->policy_path, policy_yaml);
@@ -1216,4 +1223,397 @@ int itest_transfer(itest_flow *flows, size_t n, int timeout_ms) {
     }
     free(chunk);
     return result;
+}
+
+/* ---------------------------------------------------------------- control socket */
+
+void itest_ctl_open(const itest_daemon *d, itest_ctl *c) {
+    memset(c, 0, sizeof *c);
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_msg(c->fd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    size_t len = strlen(d->control_path);
+    ck_assert(len < sizeof sun.sun_path);
+    memcpy(sun.sun_path, d->control_path, len + 1);
+    int r = connect(c->fd, (struct sockaddr *)&sun, sizeof sun);
+    if (r != 0) {
+        itest_daemon_print_log(d);
+    }
+    ck_assert_msg(r == 0, "connect %s: %s", d->control_path, strerror(errno));
+}
+
+void itest_ctl_close(itest_ctl *c) {
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    c->fd = -1;
+    c->len = 0;
+}
+
+void itest_ctl_send(itest_ctl *c, const char *line) {
+    size_t len = strlen(line);
+    char out[ITEST_CTL_LINE_MAX + 2];
+    ck_assert(len <= ITEST_CTL_LINE_MAX);
+    memcpy(out, line, len);
+    out[len++] = '\n';
+    int w = itest_write_all(c->fd, out, len, ITEST_WAIT_MS);
+    ck_assert_msg(w == 0, "control write: %s", strerror(-w));
+}
+
+/* Takes a whole line out of the buffer: true, or false when none is there. */
+static bool ctl_take_line(itest_ctl *c, char *line, size_t len) {
+    char *nl = memchr(c->buf, '\n', c->len);
+    if (nl == NULL) {
+        return false;
+    }
+    size_t n = (size_t)(nl - c->buf);
+    size_t copy = n < len - 1 ? n : len - 1;
+    memcpy(line, c->buf, copy);
+    line[copy] = '\0';
+    c->len -= n + 1;
+    memmove(c->buf, nl + 1, c->len);
+    return true;
+}
+
+bool itest_ctl_read_line(itest_ctl *c, char *line, size_t len, int timeout_ms) {
+    int64_t deadline = itest_now_ms() + timeout_ms;
+    for (;;) {
+        if (ctl_take_line(c, line, len)) {
+            if (getenv("ITEST_VERBOSE") != NULL) {
+                fprintf(stderr, "control< %s\n", line);
+            }
+            return true;
+        }
+        if (c->len == sizeof c->buf) {
+            return false; /* a line longer than the protocol allows */
+        }
+        int left = remaining_ms(deadline);
+        if (left == 0) {
+            return false;
+        }
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        if (poll(&p, 1, left) <= 0) {
+            continue;
+        }
+        ssize_t n = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            return false;
+        }
+        if (n > 0) {
+            c->len += (size_t)n;
+        }
+    }
+}
+
+bool itest_ctl_wait_closed(itest_ctl *c, int timeout_ms) {
+    int64_t deadline = itest_now_ms() + timeout_ms;
+    for (;;) {
+        int left = remaining_ms(deadline);
+        if (left == 0) {
+            return false;
+        }
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        if (poll(&p, 1, left) <= 0) {
+            continue;
+        }
+        char sink[1024];
+        ssize_t n = recv(c->fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            return true;
+        }
+    }
+}
+
+static bool ctl_is_final(const char *line) {
+    return strcmp(line, "ok") == 0 || strncmp(line, "ok ", 3) == 0 ||
+           strncmp(line, "error:", 6) == 0;
+}
+
+bool itest_ctl_command(const itest_daemon *d, const char *command, char *out, size_t out_len,
+                       char *final, size_t final_len) {
+    itest_ctl c;
+    char line[ITEST_CTL_LINE_MAX + 1];
+    size_t used = 0;
+    if (out != NULL && out_len > 0) {
+        out[0] = '\0';
+    }
+    itest_ctl_open(d, &c);
+    itest_ctl_send(&c, command);
+    for (;;) {
+        bool got = itest_ctl_read_line(&c, line, sizeof line, ITEST_WAIT_MS);
+        if (!got) {
+            itest_daemon_print_log(d);
+        }
+        ck_assert_msg(got, "no reply to \"%s\"", command);
+        if (ctl_is_final(line)) {
+            break;
+        }
+        if (out != NULL && out_len > 0) {
+            int n = snprintf(out + used, out_len - used, "%s\n", line);
+            if (n > 0) {
+                used += (size_t)n < out_len - used ? (size_t)n : out_len - used - 1;
+            }
+        }
+    }
+    itest_ctl_close(&c);
+    if (final != NULL && final_len > 0) {
+        snprintf(final, final_len, "%s", line);
+    }
+    return strncmp(line, "ok", 2) == 0;
+}
+
+bool itest_kv(const char *line, const char *key, char *out, size_t len) {
+    size_t klen = strlen(key);
+    const char *p = line;
+    while ((p = strstr(p, key)) != NULL) {
+        bool starts_word = p == line || p[-1] == ' ';
+        if (!starts_word || p[klen] != '=') {
+            p += klen;
+            continue;
+        }
+        p += klen + 1;
+        size_t n = 0;
+        if (*p == '"') {
+            for (p++; *p != '\0' && *p != '"'; p++) {
+                if (*p == '\\' && p[1] != '\0') {
+                    p++;
+                }
+                if (n + 1 < len) {
+                    out[n++] = *p;
+                }
+            }
+        } else {
+            for (; *p != '\0' && *p != ' '; p++) {
+                if (n + 1 < len) {
+                    out[n++] = *p;
+                }
+            }
+        }
+        out[n] = '\0';
+        return true;
+    }
+    if (len > 0) {
+        out[0] = '\0';
+    }
+    return false;
+}
+
+void itest_agent_open(const itest_daemon *d, const char *name, itest_ctl *agent) {
+    char line[ITEST_CTL_LINE_MAX + 1], hello[128];
+    itest_ctl_open(d, agent);
+    snprintf(hello, sizeof hello, "agent%s%s", name ? " " : "", name ? name : "");
+    itest_ctl_send(agent, hello);
+    for (;;) {
+        bool got = itest_ctl_read_line(agent, line, sizeof line, ITEST_WAIT_MS);
+        if (!got) {
+            itest_daemon_print_log(d);
+        }
+        ck_assert_msg(got, "no reply to \"%s\"", hello);
+        if (ctl_is_final(line)) {
+            break;
+        }
+    }
+    ck_assert_msg(strncmp(line, "ok agent", 8) == 0, "\"%s\" refused: %s", hello, line);
+}
+
+bool itest_agent_wait_line(itest_ctl *agent, const char *prefix, char *line, size_t len,
+                           int timeout_ms) {
+    char buf[ITEST_CTL_LINE_MAX + 1];
+    int64_t deadline = itest_now_ms() + timeout_ms;
+    while (itest_ctl_read_line(agent, buf, sizeof buf, remaining_ms(deadline))) {
+        if (strncmp(buf, prefix, strlen(prefix)) == 0) {
+            if (line != NULL && len > 0) {
+                snprintf(line, len, "%s", buf);
+            }
+            return true;
+        }
+        fprintf(stderr, "agent skipped: %s\n", buf);
+    }
+    return false;
+}
+
+bool itest_agent_wait_prompt(itest_ctl *agent, uint64_t *id, char *line, size_t len,
+                             int timeout_ms) {
+    char buf[ITEST_CTL_LINE_MAX + 1];
+    if (!itest_agent_wait_line(agent, "prompt ", buf, sizeof buf, timeout_ms)) {
+        return false;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(buf + 7, &end, 10);
+    ck_assert_msg(errno == 0 && end != buf + 7 && *end == ' ', "bad prompt line: %s", buf);
+    *id = (uint64_t)v;
+    if (line != NULL && len > 0) {
+        snprintf(line, len, "%s", buf);
+    }
+    return true;
+}
+
+void itest_agent_answer(itest_ctl *agent, uint64_t id, const char *answer) {
+    char cmd[128], want[64], line[ITEST_CTL_LINE_MAX + 1];
+    snprintf(cmd, sizeof cmd, "answer %llu %s", (unsigned long long)id, answer);
+    itest_ctl_send(agent, cmd);
+    snprintf(want, sizeof want, "answered %llu ", (unsigned long long)id);
+    bool got = itest_ctl_read_line(agent, line, sizeof line, ITEST_WAIT_MS);
+    ck_assert_msg(got, "no acknowledgement of \"%s\"", cmd);
+    ck_assert_msg(strncmp(line, want, strlen(want)) == 0, "\"%s\" got: %s", cmd, line);
+}
+
+void itest_daemon_write_policy(itest_daemon *d, const char *yaml) {
+    if (d->policy_path[0] == '\0') {
+        set_path(d->policy_path, d->dir, "policy.yaml");
+    }
+    /* Write a new file and rename it over the old one, as an editor or a
+     * configuration manager does: a reload never sees half a file. */
+    char tmp[ITEST_PATH_MAX];
+    set_path(tmp, d->dir, "policy.yaml.new");
+    int r = write_file(tmp, yaml);
+    ck_assert_msg(r == 0, "write policy: %s", strerror(-r));
+    ck_assert_msg(rename(tmp, d->policy_path) == 0, "rename policy: %s", strerror(errno));
+}
+
+void itest_daemon_status_line(const itest_daemon *d, const char *what, char *line, size_t len) {
+    char out[8192];
+    bool ok = itest_ctl_command(d, "status", out, sizeof out, NULL, 0);
+    ck_assert_msg(ok, "status failed");
+    size_t wlen = strlen(what);
+    for (char *p = out; *p != '\0';) {
+        char *nl = strchr(p, '\n');
+        size_t n = nl != NULL ? (size_t)(nl - p) : strlen(p);
+        if (n > wlen && strncmp(p, what, wlen) == 0 && p[wlen] == ' ') {
+            snprintf(line, len, "%.*s", (int)n, p);
+            return;
+        }
+        p += n + (nl != NULL);
+    }
+    ck_abort_msg("no \"%s\" line in status:\n%s", what, out);
+}
+
+/* ---------------------------------------------------------------- tools */
+
+pid_t itest_spawn_tool(const char *const argv[], int *in_fd, int *out_fd) {
+    int in_pipe[2], out_pipe[2];
+    ck_assert(pipe2(in_pipe, O_CLOEXEC) == 0);
+    ck_assert(pipe2(out_pipe, O_CLOEXEC) == 0);
+    pid_t test_pid = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != test_pid) {
+            _exit(127);
+        }
+        if (dup2(in_pipe[0], STDIN_FILENO) < 0 || dup2(out_pipe[1], STDOUT_FILENO) < 0 ||
+            dup2(out_pipe[1], STDERR_FILENO) < 0) {
+            _exit(127);
+        }
+        signal(SIGPIPE, SIG_DFL);
+        execv(argv[0], (char *const *)argv);
+        dprintf(STDERR_FILENO, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(in_pipe[0]);
+    close(out_pipe[1]);
+    *in_fd = in_pipe[1];
+    *out_fd = out_pipe[0];
+    return pid;
+}
+
+int itest_tool_wait(pid_t pid, int timeout_ms) {
+    int status;
+    if (!reap_within(pid, &status, timeout_ms)) {
+        kill(pid, SIGKILL);
+        reap_within(pid, &status, ITEST_WAIT_MS);
+        return -1;
+    }
+    if (WIFEXITED(status)) {
+        return WEXITSTATUS(status);
+    }
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+}
+
+bool itest_read_until(int fd, const char *needle, char *buf, size_t len, int timeout_ms) {
+    int64_t deadline = itest_now_ms() + timeout_ms;
+    size_t used = strlen(buf) < len ? strlen(buf) : 0;
+    if (used == 0 && len > 0) {
+        buf[0] = '\0';
+    }
+    for (;;) {
+        if (strstr(buf, needle) != NULL) {
+            return true;
+        }
+        int left = remaining_ms(deadline);
+        if (left == 0 || used + 1 >= len) {
+            return false;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, left) <= 0) {
+            continue;
+        }
+        ssize_t n = read(fd, buf + used, len - 1 - used);
+        if (n <= 0) {
+            if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+                continue;
+            }
+            return strstr(buf, needle) != NULL;
+        }
+        used += (size_t)n;
+        buf[used] = '\0';
+    }
+}
+
+int itest_run_tool(const char *const argv[], const char *input, char *out, size_t out_len,
+                   int timeout_ms) {
+    int in_fd, out_fd;
+    pid_t pid = itest_spawn_tool(argv, &in_fd, &out_fd);
+    if (input != NULL) {
+        (void)itest_write_all(in_fd, input, strlen(input), timeout_ms);
+    }
+    close(in_fd);
+    size_t used = 0;
+    int64_t deadline = itest_now_ms() + timeout_ms;
+    if (out_len > 0) {
+        out[0] = '\0';
+    }
+    for (;;) {
+        int left = remaining_ms(deadline);
+        if (left == 0) {
+            break;
+        }
+        struct pollfd p = {.fd = out_fd, .events = POLLIN};
+        if (poll(&p, 1, left) <= 0) {
+            continue;
+        }
+        char chunk[4096];
+        ssize_t n = read(out_fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        size_t copy = (size_t)n;
+        if (out_len > 0 && used + copy > out_len - 1) {
+            copy = out_len - 1 - used;
+        }
+        if (copy > 0) {
+            memcpy(out + used, chunk, copy);
+            used += copy;
+            out[used] = '\0';
+        }
+    }
+    close(out_fd);
+    int status = itest_tool_wait(pid, remaining_ms(deadline) + ITEST_WAIT_MS);
+    if (getenv("ITEST_VERBOSE") != NULL) {
+        fprintf(stderr, "%s exited with %d:\n%s\n", argv[0], status, out_len > 0 ? out : "");
+    }
+    return status;
+}
+
+const char *itest_wasockctl(void) {
+    const char *path = getenv("WASOCKCTL");
+    ck_assert_msg(path != NULL && path[0] != '\0',
+                  "WASOCKCTL is not set (meson sets it to the built wasockctl)");
+    return path;
 }

@@ -39,11 +39,13 @@
 
 /* A running wasockd started by itest_daemon_start. */
 typedef struct itest_daemon {
-    pid_t pid;                        /* 0 when not running */
-    char dir[ITEST_PATH_MAX];         /* the mkdtemp directory holding the files below */
-    char socket_path[ITEST_PATH_MAX]; /* the daemon's control socket */
-    char log_path[ITEST_PATH_MAX];    /* the daemon's stderr */
-    char policy_path[ITEST_PATH_MAX]; /* the policy file, "" when started without one */
+    pid_t pid;                         /* 0 when not running */
+    char dir[ITEST_PATH_MAX];          /* the mkdtemp directory holding the files below */
+    char socket_path[ITEST_PATH_MAX];  /* the daemon's control socket */
+    char log_path[ITEST_PATH_MAX];     /* the daemon's stderr */
+    char policy_path[ITEST_PATH_MAX];  /* the policy file, "" when started without one */
+    char control_path[ITEST_PATH_MAX]; /* the control socket (admin commands, agents) */
+    char audit_path[ITEST_PATH_MAX];   /* where a policy's default audit file goes */
 } itest_daemon;
 
 /* ---------------------------------------------------------------- daemon */
@@ -307,5 +309,99 @@ uint8_t itest_pattern_byte(uint32_t seed, size_t offset);
 
 /* Monotonic milliseconds. */
 int64_t itest_now_ms(void);
+
+/* ---------------------------------------------------------------- control socket */
+
+/* Longest line of the control protocol (the daemon's CTL_LINE_MAX). */
+#define ITEST_CTL_LINE_MAX 4096
+
+/* A connection to a daemon's control socket (proto/AGENT.md): an operator
+ * or a prompt agent. */
+typedef struct itest_ctl {
+    int fd; /* -1 when closed */
+    size_t len;
+    char buf[2 * ITEST_CTL_LINE_MAX + 2];
+} itest_ctl;
+
+/* Connects to d's control socket (asserts). */
+void itest_ctl_open(const itest_daemon *d, itest_ctl *c);
+
+/* Closes the connection (idempotent). */
+void itest_ctl_close(itest_ctl *c);
+
+/* Sends one line (a newline is added); asserts. */
+void itest_ctl_send(itest_ctl *c, const char *line);
+
+/* Reads one line (without its newline) within timeout_ms: true with the
+ * line in `line`, false at end of file or when the time ran out. */
+bool itest_ctl_read_line(itest_ctl *c, char *line, size_t len, int timeout_ms);
+
+/* True when the daemon closed the connection within timeout_ms (lines
+ * still arriving are skipped). */
+bool itest_ctl_wait_closed(itest_ctl *c, int timeout_ms);
+
+/* Sends `command` on a new connection and collects the reply: the data
+ * lines (newline-separated) into out, the final line into final (both may
+ * be NULL). Returns true when the final line is "ok" or "ok ...", false
+ * for "error: ..." (asserts that a final line came). */
+bool itest_ctl_command(const itest_daemon *d, const char *command, char *out, size_t out_len,
+                       char *final, size_t final_len);
+
+/* The value of ` key=` in a key=value line (quoted values unquoted) into
+ * out; false when absent. */
+bool itest_kv(const char *line, const char *key, char *out, size_t len);
+
+/* Makes a control connection a prompt agent ("agent" or "agent NAME"),
+ * asserting "ok agent ...". Prompts pending already are skipped. */
+void itest_agent_open(const itest_daemon *d, const char *name, itest_ctl *agent);
+
+/* Waits (bounded by timeout_ms) for the next "prompt" line, skipping other
+ * lines; true with its id (and the line in `line` when not NULL). */
+bool itest_agent_wait_prompt(itest_ctl *agent, uint64_t *id, char *line, size_t len,
+                             int timeout_ms);
+
+/* Waits for the next line that starts with `prefix` (e.g. "withdraw 3"),
+ * skipping others; true with it in `line` (may be NULL). */
+bool itest_agent_wait_line(itest_ctl *agent, const char *prefix, char *line, size_t len,
+                           int timeout_ms);
+
+/* Answers prompt id with "allow|deny [SCOPE]" and asserts the daemon's
+ * "answered <id> ..." acknowledgement. */
+void itest_agent_answer(itest_ctl *agent, uint64_t id, const char *answer);
+
+/* Writes `yaml` as d's policy file (the one --policy names). Asserts. */
+void itest_daemon_write_policy(itest_daemon *d, const char *yaml);
+
+/* The status line of `status` whose first word is `what` ("policy",
+ * "prompts", ...) into line; asserts the command succeeded. */
+void itest_daemon_status_line(const itest_daemon *d, const char *what, char *line, size_t len);
+
+/* ---------------------------------------------------------------- tools */
+
+/* Runs a program (argv[0] is its path) with `input` on its stdin (NULL:
+ * /dev/null), its stdout and stderr together into out (cut to out_len),
+ * killed after timeout_ms. Returns its exit status, 128+signal, or -1
+ * when it did not end in time. */
+int itest_run_tool(const char *const argv[], const char *input, char *out, size_t out_len,
+                   int timeout_ms);
+
+/* Starts a program (argv[0] is its path) with pipes: *in_fd writes to its
+ * stdin, *out_fd reads its stdout and stderr (both the caller's,
+ * close-on-exec). Returns its pid (asserts on failure). The program dies
+ * with the test process. */
+pid_t itest_spawn_tool(const char *const argv[], int *in_fd, int *out_fd);
+
+/* Reaps a program started by itest_spawn_tool within timeout_ms (killed
+ * after that): its exit status, 128+signal, or -1 when it had to be
+ * killed. */
+int itest_tool_wait(pid_t pid, int timeout_ms);
+
+/* Reads from fd until `needle` is in buf or timeout_ms passed. buf holds a
+ * string on entry (empty, or what earlier calls read); what is read is
+ * appended (cut to len). True when the needle is there. */
+bool itest_read_until(int fd, const char *needle, char *buf, size_t len, int timeout_ms);
+
+/* The wasockctl under test ($WASOCKCTL, set by meson); asserts. */
+const char *itest_wasockctl(void);
 
 #endif
