@@ -1442,6 +1442,15 @@ static wasock_tcp *tcp_alloc(wasock_client *c, wasock_family family) {
     return t;
 }
 
+/* A handed-off connection: keeps a duplicate of the socket (its own, so
+ * that shutdown replacing a stream descriptor does not lose it) for the
+ * calls answered locally. Without one (out of descriptors) those calls go
+ * to the daemon, which says NOT_SUPPORTED. */
+static void tcp_keep_handoff_socket(wasock_tcp *t, int fd) {
+    if (t->handoff_fd < 0)
+        t->handoff_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+}
+
 /* Takes the stream descriptors of a successful finish-connect / accept reply
  * into t (0.2 sessions) and reports them through the optional out pointers.
  * One descriptor means both directions share it. In a 0.3 session the
@@ -1458,6 +1467,8 @@ static int tcp_adopt_streams(wasock_tcp *t, struct pending_request *p, int *inpu
         t->input_fd = p->fds[0];
         t->output_fd = p->nfds > 1 ? p->fds[1] : p->fds[0];
         p->nfds = 0;
+        if (t->input_fd == t->output_fd && client_fd_is_socket(t->input_fd))
+            tcp_keep_handoff_socket(t, t->input_fd);
     } else {
         pending_release(p);
     }
@@ -1599,6 +1610,8 @@ static wasock_err tcp_address_query(wasock_tcp *s, uint16_t type, wasock_addr *o
 
     if (!s || !out)
         return WASOCK_E_INVALID_ARGUMENT;
+    if (s->handoff_fd >= 0)
+        return client_handoff_address(s->handoff_fd, type == PROTO_TCP_REMOTE_ADDRESS, out);
     tcp_request_init(&req, s, type);
     err = client_request(s->client, &req, &p);
     if (err != WASOCK_OK)
@@ -1634,6 +1647,8 @@ static wasock_err tcp_get_option(wasock_tcp *s, uint16_t option, uint64_t *value
 
     if (!s)
         return WASOCK_E_INVALID_ARGUMENT;
+    if (s->handoff_fd >= 0)
+        return client_handoff_get_option(s->handoff_fd, s->family, option, value);
     tcp_request_init(&req, s, PROTO_TCP_GET_OPTION);
     req.option = option;
     err = client_request(s->client, &req, &p);
@@ -1649,6 +1664,8 @@ static wasock_err tcp_set_option(wasock_tcp *s, uint16_t option, uint64_t value)
 
     if (!s)
         return WASOCK_E_INVALID_ARGUMENT;
+    if (s->handoff_fd >= 0)
+        return client_handoff_set_option(s->handoff_fd, s->family, option, value);
     tcp_request_init(&req, s, PROTO_TCP_SET_OPTION);
     req.option = option;
     req.value = value;
@@ -1795,6 +1812,14 @@ wasock_err wasock_tcp_shutdown(wasock_tcp *s, wasock_shutdown how) {
 
     if (!s || (!receive && !send_side))
         return WASOCK_E_INVALID_ARGUMENT;
+    if (s->handoff_fd >= 0) {
+        /* The socket itself: shut it down here. A 0.2 stream descriptor
+         * (the shared socket) is replaced only when both directions end. */
+        err = client_handoff_shutdown(s->handoff_fd, how);
+        if (err == WASOCK_OK && receive && send_side && s->input_fd >= 0)
+            err = stream_replace_with_null(s->input_fd);
+        return err;
+    }
     /* A descriptor shared by both directions can only be replaced when both
      * end; for one direction the daemon's shutdown of its side is enough. */
     if (receive && s->input_fd >= 0 && (!shared || send_side))
@@ -1906,6 +1931,8 @@ static wasock_err tcp_take_stream(wasock_tcp *s, uint8_t direction, int *fd) {
     if (p.nfds != 1)
         return client_reply_violation(s->client, &p);
     *fd = p.fds[0];
+    if (client_fd_is_socket(*fd))
+        tcp_keep_handoff_socket(s, *fd);
     return WASOCK_OK;
 }
 

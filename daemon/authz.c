@@ -51,6 +51,8 @@ struct authz_pending {
     bool audit;
     proto_err refusal; /* what a refusal returns */
     uint64_t started_ns;
+    policy_data_path *data_path_out; /* the query's data_path, written on allow */
+    policy_data_path data_path;      /* the prompting rule's allow.data_path */
 };
 
 /* The remembered-answer hook's context for one decision. */
@@ -248,6 +250,9 @@ proto_err authz_decide(session *s, const authz_query *q) {
     }
     log_decision(s, q, action, v.decided_by);
     err = action == POLICY_ALLOW ? PROTO_OK : refusal_error(&v);
+    if (err == PROTO_OK && q->data_path != NULL) {
+        *q->data_path = v.data_path;
+    }
     audit_immediate(s, q, &v, decision, v.decided_by, err, started);
     return err;
 }
@@ -279,6 +284,8 @@ static authz_pending *pending_new(session *s, const authz_query *q, const policy
     p->audit = v->audit;
     p->refusal = refusal_error(v);
     p->started_ns = started_ns;
+    p->data_path_out = q->data_path;
+    p->data_path = v->data_path;
     /* A waiting decision holds state in the daemon: it counts as one of
      * the tenant's pending operations until it ends. */
     session_usage(s)->pending_ops++;
@@ -290,6 +297,9 @@ static void pending_finish(authz_pending *p, proto_err result) {
     authz_done_fn done = p->done;
     void *cookie = p->cookie;
 
+    if (result == PROTO_OK && p->data_path_out != NULL) {
+        *p->data_path_out = p->data_path;
+    }
     session_usage(p->s)->pending_ops--;
     free(p);
     done(cookie, result);
@@ -349,6 +359,9 @@ authz_status authz_begin(session *s, const authz_query *q, authz_done_fn done, v
     case POLICY_ALLOW:
         audit_immediate(s, q, &v, "allow", v.decided_by, PROTO_OK, started);
         *result = PROTO_OK;
+        if (q->data_path != NULL) {
+            *q->data_path = v.data_path;
+        }
         return AUTHZ_DECIDED;
 
     case POLICY_DENY:
@@ -422,6 +435,9 @@ authz_status authz_begin(session *s, const authz_query *q, authz_done_fn done, v
                               : "no prompt agent may answer for the tenant",
                           policy_action_name(now.action));
     *result = now.action == POLICY_ALLOW ? PROTO_OK : refusal_error(&v);
+    if (*result == PROTO_OK && q->data_path != NULL) {
+        *q->data_path = v.data_path;
+    }
     snprintf(decision, sizeof(decision), "%s-%s", prompt_outcome_name(now.outcome),
              policy_action_name(now.action));
     audit_immediate(s, q, &v, decision, v.decided_by, *result, started);

@@ -37,6 +37,11 @@ typedef struct authz_query {
     bool local_port_ephemeral; /* the kernel chose local's port (bound to port 0) */
     const proto_addr *remote;  /* the other end, or NULL */
     uint32_t handle;           /* the resource asking (for logs) */
+    /* Optional out: where an allowed connection's bytes flow (the deciding
+     * rule's allow.data_path), written only when the answer is allow, also
+     * when it comes later: the pointee must live until then (a field of
+     * the asking socket). */
+    policy_data_path *data_path;
 } authz_query;
 
 /* Decides at once with the session's tenant and the server's current
