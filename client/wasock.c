@@ -787,10 +787,12 @@ static void client_send_queued(wasock_client *c);
 
 /* Takes the reader role, reads once (waiting up to timeout_ms), dispatches
  * what is complete, gives the role back and wakes the callers whose
- * replies arrived and every watcher. Called and returns with the lock held;
- * the lock is released while reading and while waking. Returns the bytes
- * read (0: nothing arrived); a failure breaks the client. */
-static ssize_t reader_read_and_dispatch(wasock_client *c, int timeout_ms) {
+ * replies arrived and every watcher. own is the reading caller's pending
+ * request (NULL when a watcher reads). Called and returns with the lock
+ * held; the lock is released while reading and while waking. Returns the
+ * bytes read (0: nothing arrived); a failure breaks the client. */
+static ssize_t reader_read_and_dispatch(wasock_client *c, int timeout_ms,
+                                        const struct pending_request *own) {
     struct wake_list wl;
     uint64_t delivered;
     ssize_t n;
@@ -809,7 +811,12 @@ static ssize_t reader_read_and_dispatch(wasock_client *c, int timeout_ms) {
         fd_queue_close_all(c);
     if (n > 0 && c->sleeping_watchers > 0)
         sleepers_wake_watchers(c, &wl);
-    if (wl.count > 0 || delivered != c->replies_delivered) {
+    /* Replies for other callers than the reading one (own is the reader's
+     * slot, NULL for a watcher), which was not done before this read. */
+    delivered = c->replies_delivered - delivered;
+    if (own != NULL && atomic_load_explicit(&own->done, memory_order_relaxed))
+        delivered--;
+    if (wl.count > 0 || delivered > 0) {
         /* The callers whose replies arrived usually queue their next
          * request right away: they leave the writing to us while we wake
          * the others and give them the processor once, and one send(2)
@@ -962,7 +969,7 @@ static int client_wait_reply(wasock_client *c, struct pending_request *p, int64_
         }
         tried = true;
         if (!c->reader_busy)
-            reader_read_and_dispatch(c, timeout);
+            reader_read_and_dispatch(c, timeout, p);
         else if (!waiter_sleep(c, &p->waiter, &p->done, timeout))
             return 0; /* delivered; the reader handles its own hand-off */
     }
@@ -1113,7 +1120,7 @@ static int client_wait_locked(wasock_client *c, wait_condition *condition, const
         }
         tried = true;
         if (!c->reader_busy)
-            reader_read_and_dispatch(c, timeout);
+            reader_read_and_dispatch(c, timeout, NULL);
         else
             waiter_sleep(c, &w, NULL, timeout);
     }
@@ -1383,7 +1390,7 @@ wasock_err wasock_client_dispatch(wasock_client *c) {
     pthread_mutex_lock(&c->lock);
     /* When another thread is reading, it dispatches what arrives. */
     for (int i = 0; i < CLIENT_DISPATCH_READS_MAX && !c->broken && !c->reader_busy; i++)
-        if (reader_read_and_dispatch(c, 0) == 0)
+        if (reader_read_and_dispatch(c, 0, NULL) == 0)
             break;
     client_hand_off_reading(c);
     err = c->broken ? WASOCK_E_DAEMON : WASOCK_OK;
