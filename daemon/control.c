@@ -32,6 +32,10 @@
 /* Reads per wakeup of one connection (fairness against a fast sender). */
 #define CONTROL_READS_PER_WAKEUP 4
 
+/* Reads that discard what a refused peer sent before it is closed: a
+ * command line or two; a peer that sends more only loses the reason. */
+#define CONTROL_REFUSAL_DRAIN_READS 8
+
 /* Initial output buffer; grows by doubling up to CONTROL_OUTPUT_MAX. */
 #define CONTROL_OUTPUT_INITIAL 4096u
 
@@ -680,6 +684,15 @@ static void refuse_peer(int fd, const struct ucred *peer, const char *why) {
     if (n > 0) {
         (void)send(fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1,
                    MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    /* A command the peer already sent must not turn the close into a reset
+     * (Linux resets a Unix stream closed with unread data), or the peer
+     * would never read why. */
+    for (int i = 0; i < CONTROL_REFUSAL_DRAIN_READS; i++) {
+        char sink[512];
+        if (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0) {
+            break;
+        }
     }
     close(fd);
 }
