@@ -158,6 +158,51 @@ START_TEST(test_explain_online_and_offline) {
 }
 END_TEST
 
+START_TEST(test_explain_of_a_long_policy) {
+    /* Rules for 600 other ports before the one that decides: the daemon
+     * shows 500 of them and counts the rest. */
+    enum { FILLER_RULES = 600 };
+    size_t cap = POLICY_TEXT_MAX + FILLER_RULES * 128, used = 0;
+    char *text = malloc(cap);
+    ck_assert(text != NULL);
+    unsigned uid = (unsigned)getuid();
+    int n = snprintf(text, cap,
+                     "version: 1\ntenants:\n  default:\n    match: { uids: [ %u ] }\n"
+                     "    rules:\n",
+                     uid);
+    ck_assert(n > 0);
+    used = (size_t)n;
+    for (unsigned i = 0; i < FILLER_RULES; i++) {
+        n = snprintf(
+            text + used, cap - used,
+            "      - { id: filler-%u, ops: [ tcp.connect ], ports: [ %u ], action: deny }\n", i,
+            30000 + i);
+        ck_assert(n > 0 && (size_t)n < cap - used);
+        used += (size_t)n;
+    }
+    n = snprintf(text + used, cap - used,
+                 "      - { id: last, ops: [ tcp.connect ], remote: [ \"@loopback\" ], "
+                 "action: allow }\n");
+    ck_assert(n > 0 && (size_t)n < cap - used);
+    itest_daemon_write_policy(&cd, text);
+    free(text);
+    ck_assert(itest_ctl_command(&cd, "reload", NULL, 0, NULL, 0));
+
+    static char out[256 * 1024];
+    const char *args[] = {"policy",      "explain",      "--tenant", "default",
+                          "tcp.connect", "127.0.0.1:80", NULL};
+    ck_assert_int_eq(run_ctl(args, NULL, out, sizeof out), 0);
+    /* The "answers" step and 499 fillers fill the 500; the deciding rule is
+     * shown after the count of the rest. Messages show the output's end
+     * only: all of it would not fit a test failure message. */
+    const char *tail = strlen(out) > 1024 ? out + strlen(out) - 1024 : out;
+    ck_assert_msg(strstr(out, "... and 101 more rules that did not match") != NULL, "%s", tail);
+    ck_assert_msg(strstr(out, "decision: allow by rule:last") != NULL, "%s", tail);
+    ck_assert(strstr(out, "rule:filler-498 no-match") != NULL);
+    ck_assert(strstr(out, "rule:filler-499 ") == NULL);
+}
+END_TEST
+
 START_TEST(test_policy_check) {
     char out[TOOL_OUTPUT_MAX], bad[ITEST_PATH_MAX + 16];
     const char *good[] = {"policy", "check", cd.policy_path, NULL};
@@ -392,6 +437,7 @@ static Suite *control_suite(void) {
     } cases[] = {
         {"status", test_status_and_sessions},
         {"explain", test_explain_online_and_offline},
+        {"explain-long", test_explain_of_a_long_policy},
         {"check", test_policy_check},
         {"help", test_help_documents_every_command},
         {"prompts", test_terminal_agent_through_a_pipe},
