@@ -8,7 +8,9 @@
 
 #include <string.h>
 
+#include "hostbind.h"
 #include "log.h"
+#include "lookup.h"
 #include "server.h"
 #include "sockrules.h"
 
@@ -30,7 +32,8 @@ static proto_err deny_error(const policy_verdict *v) {
     return PROTO_E_ACCESS_DENIED;
 }
 
-proto_err authz_decide(session *s, const authz_query *q) {
+/* One decision with the given host (NULL: none). */
+static proto_err decide_with_host(session *s, const authz_query *q, const char *host) {
     policy_request req;
     policy_verdict v;
     policy_action action;
@@ -43,7 +46,7 @@ proto_err authz_decide(session *s, const authz_query *q) {
     endpoint_from_addr(q->local, &req.local);
     req.local.port_ephemeral = q->local != NULL && q->local_port_ephemeral;
     endpoint_from_addr(q->remote, &req.remote);
-    req.host = NULL;
+    req.host = host;
 
     policy_decide(server_policy(session_server(s)), &req, &v);
 
@@ -66,12 +69,49 @@ proto_err authz_decide(session *s, const authz_query *q) {
         if (q->remote != NULL) {
             sockrules_addr_format(q->remote, remote, sizeof(remote));
         }
-        log_debug("session %llu tenant %s handle %u: %s%s local %s remote %s -> %s (%s)",
+        log_debug("session %llu tenant %s handle %u: %s%s local %s remote %s host %s -> %s (%s)",
                   (unsigned long long)session_id(s), req.tenant, (unsigned)q->handle,
                   policy_op_name(q->op), q->implicit ? " (implicit)" : "", local, remote,
-                  policy_action_name(action), v.decided_by);
+                  host != NULL ? host : "-", policy_action_name(action), v.decided_by);
     }
     /* The audit log will record here every decision with v.audit set. */
+    if (q->verdict != NULL) {
+        *q->verdict = v;
+    }
 
     return action == POLICY_ALLOW ? PROTO_OK : deny_error(&v);
+}
+
+/* Operations whose destination may carry a host name from a binding. */
+static bool op_uses_bindings(policy_op op) {
+    return op == POLICY_OP_TCP_CONNECT || op == POLICY_OP_UDP_CONNECT || op == POLICY_OP_UDP_SEND;
+}
+
+proto_err authz_decide(session *s, const authz_query *q) {
+    struct hostbind_entry *bound[AUTHZ_MAX_BOUND_NAMES];
+    size_t nbound = 0;
+    proto_err first = PROTO_OK;
+
+    if (q->binding != NULL) {
+        *q->binding = NULL;
+    }
+    if (q->host == NULL && q->remote != NULL && op_uses_bindings(q->op)) {
+        nbound = lookup_bound_names(s, q->remote, bound, AUTHZ_MAX_BOUND_NAMES);
+    }
+    if (nbound == 0) {
+        return decide_with_host(s, q, q->host);
+    }
+    for (size_t i = 0; i < nbound; i++) {
+        proto_err err = decide_with_host(s, q, hostbind_entry_name(bound[i]));
+        if (err == PROTO_OK) {
+            if (q->binding != NULL) {
+                *q->binding = bound[i];
+            }
+            return PROTO_OK;
+        }
+        if (i == 0) {
+            first = err;
+        }
+    }
+    return first;
 }

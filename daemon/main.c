@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "log.h"
+#include "lookup.h"
 #include "policy.h"
 #include "sdnotify.h"
 #include "server.h"
@@ -298,6 +299,7 @@ int main(int argc, char **argv) {
         return check_policy_file(d.opts.check_policy);
     }
     raise_descriptor_limit();
+    lookup_configure_thread_pool();
 
     pol = load_initial_policy(&d.opts);
     if (pol == NULL) {

@@ -20,11 +20,13 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "lookup.h"
 #include "session.h"
 
 struct server {
     uv_loop_t *loop;
     policy *pol;
+    uint64_t policy_generation; /* counts server_set_policy calls */
 
     int listen_fd;
     uv_poll_t listen_poll;
@@ -71,10 +73,15 @@ const policy *server_policy(const server *s) {
     return s->pol;
 }
 
+uint64_t server_policy_generation(const server *s) {
+    return s->policy_generation;
+}
+
 void server_set_policy(server *s, policy *p) {
     policy *old = s->pol;
 
     s->pol = p;
+    s->policy_generation++;
     policy_free(old);
 }
 
@@ -428,6 +435,7 @@ void server_tenant_usage_release(server *s, tenant_usage *u) {
             break;
         }
     }
+    lookup_tenant_dns_free(u->dns);
     free(u);
 }
 
@@ -487,6 +495,7 @@ void server_free(server *s) {
     unlink_own_socket(s);
     while (s->tenants != NULL) {
         tenant_usage *next = s->tenants->next;
+        lookup_tenant_dns_free(s->tenants->dns);
         free(s->tenants);
         s->tenants = next;
     }

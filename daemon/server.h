@@ -46,6 +46,7 @@
 
 typedef struct server server;
 struct session;
+struct tenant_dns;
 
 /* Usage counters of one tenant, shared by all its sessions: the tenant's
  * policy limits (policy_tenant_limits) apply across sessions. */
@@ -55,6 +56,7 @@ typedef struct tenant_usage {
     unsigned sockets;     /* open sockets of every kind */
     unsigned listeners;   /* sockets listening or starting to listen */
     unsigned pending_ops; /* operations the kernel has not finished (connects) */
+    struct tenant_dns *dns; /* name bindings and lookups in flight (lookup.h), or NULL */
     struct tenant_usage *next;
 } tenant_usage;
 
@@ -90,6 +92,11 @@ void server_set_policy(server *s, policy *p);
 /* The current policy, borrowed until the next server_set_policy: use it
  * within one loop callback, never keep it. */
 const policy *server_policy(const server *s);
+
+/* A number that changes whenever server_set_policy installs a policy: a
+ * cache of policy decisions compares it to know when it is stale (a freed
+ * policy's address may be reused by the next one). */
+uint64_t server_policy_generation(const server *s);
 
 uv_loop_t *server_loop(const server *s);
 
