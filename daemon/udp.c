@@ -52,7 +52,8 @@ typedef struct udp_queue {
     size_t head, count;
 } udp_queue;
 
-/* One remembered policy decision about a peer. */
+/* One remembered policy decision about a peer (and, for udp.receive, the
+ * local address the datagram came in on). */
 typedef struct udp_approval {
     bool used;
     uint8_t op; /* policy_op */
@@ -60,8 +61,16 @@ typedef struct udp_approval {
     uint16_t port;
     uint32_t scope_id;
     uint8_t ip[16];
+    uint8_t local_ip[16];
     uint16_t verdict; /* proto_err */
 } udp_approval;
+
+/* The key of an approval: the peer, and the local IP for udp.receive. */
+typedef struct approval_key {
+    uint8_t op;
+    const proto_addr *peer;
+    const uint8_t *local_ip; /* 16 bytes; NULL: none (zeros) */
+} approval_key;
 
 typedef struct udp_sock {
     resource res; /* first member: the session's table entry */
@@ -192,9 +201,13 @@ static void pin_binding(udp_sock *u, hostbind_entry *e) {
     }
 }
 
-static uint64_t approval_hash(uint8_t op, const proto_addr *a) {
+static const uint8_t no_local_ip[16];
+
+static uint64_t approval_hash(const approval_key *k) {
+    const proto_addr *a = k->peer;
+    const uint8_t *local = k->local_ip != NULL ? k->local_ip : no_local_ip;
     uint64_t h = 1469598103934665603ull;
-    uint8_t head[5] = {op, a->family, (uint8_t)a->port, (uint8_t)(a->port >> 8), 0};
+    uint8_t head[4] = {k->op, a->family, (uint8_t)a->port, (uint8_t)(a->port >> 8)};
 
     for (size_t i = 0; i < sizeof(head); i++) {
         h = (h ^ head[i]) * 1099511628211ull;
@@ -202,20 +215,25 @@ static uint64_t approval_hash(uint8_t op, const proto_addr *a) {
     for (size_t i = 0; i < ip_len(a->family); i++) {
         h = (h ^ a->ip[i]) * 1099511628211ull;
     }
+    for (size_t i = 0; i < 16; i++) {
+        h = (h ^ local[i]) * 1099511628211ull;
+    }
     return h ^ a->scope_id;
 }
 
-static bool approval_matches(const udp_approval *ap, uint8_t op, const proto_addr *a) {
-    return ap->used && ap->op == op && ap->family == a->family && ap->port == a->port &&
+static bool approval_matches(const udp_approval *ap, const approval_key *k) {
+    const proto_addr *a = k->peer;
+
+    return ap->used && ap->op == k->op && ap->family == a->family && ap->port == a->port &&
            memcmp(ap->ip, a->ip, ip_len(a->family)) == 0 &&
-           (a->family != PROTO_IPV6 || ap->scope_id == a->scope_id);
+           (a->family != PROTO_IPV6 || ap->scope_id == a->scope_id) &&
+           memcmp(ap->local_ip, k->local_ip != NULL ? k->local_ip : no_local_ip, 16) == 0;
 }
 
-static udp_approval *approval_slot(udp_approval *table, size_t cap, uint8_t op,
-                                   const proto_addr *a) {
-    size_t i = approval_hash(op, a) & (cap - 1);
+static udp_approval *approval_slot(udp_approval *table, size_t cap, const approval_key *k) {
+    size_t i = approval_hash(k) & (cap - 1);
 
-    while (table[i].used && !approval_matches(&table[i], op, a)) {
+    while (table[i].used && !approval_matches(&table[i], k)) {
         i = (i + 1) & (cap - 1);
     }
     return &table[i];
@@ -230,7 +248,8 @@ static void approvals_clear(udp_sock *u) {
 
 /* Remembers a verdict; failing to (out of memory) only costs a later
  * re-evaluation. */
-static void approval_store(udp_sock *u, uint8_t op, const proto_addr *a, proto_err verdict) {
+static void approval_store(udp_sock *u, const approval_key *key, proto_err verdict) {
+    const proto_addr *a = key->peer;
     udp_approval *slot;
 
     if (u->approvals_count >= UDP_APPROVALS_MAX) {
@@ -244,25 +263,27 @@ static void approval_store(udp_sock *u, uint8_t op, const proto_addr *a, proto_e
         }
         for (size_t i = 0; i < u->approvals_cap; i++) {
             if (u->approvals[i].used) {
-                proto_addr k;
-                memset(&k, 0, sizeof(k));
-                k.family = u->approvals[i].family;
-                k.port = u->approvals[i].port;
-                k.scope_id = u->approvals[i].scope_id;
-                memcpy(k.ip, u->approvals[i].ip, sizeof(k.ip));
-                *approval_slot(grown, cap, u->approvals[i].op, &k) = u->approvals[i];
+                proto_addr peer;
+                memset(&peer, 0, sizeof(peer));
+                peer.family = u->approvals[i].family;
+                peer.port = u->approvals[i].port;
+                peer.scope_id = u->approvals[i].scope_id;
+                memcpy(peer.ip, u->approvals[i].ip, sizeof(peer.ip));
+                approval_key k = {u->approvals[i].op, &peer, u->approvals[i].local_ip};
+                *approval_slot(grown, cap, &k) = u->approvals[i];
             }
         }
         free(u->approvals);
         u->approvals = grown;
         u->approvals_cap = cap;
     }
-    slot = approval_slot(u->approvals, u->approvals_cap, op, a);
+    slot = approval_slot(u->approvals, u->approvals_cap, key);
     if (!slot->used) {
         u->approvals_count++;
     }
     slot->used = true;
-    slot->op = op;
+    slot->op = key->op;
+    memcpy(slot->local_ip, key->local_ip != NULL ? key->local_ip : no_local_ip, 16);
     slot->family = a->family;
     slot->port = a->port;
     slot->scope_id = a->family == PROTO_IPV6 ? a->scope_id : 0;
@@ -272,20 +293,29 @@ static void approval_store(udp_sock *u, uint8_t op, const proto_addr *a, proto_e
 }
 
 /* The policy's answer for datagrams to (udp.send) or from (udp.receive)
- * peer `a`, remembered per socket until the policy is reloaded. */
-static proto_err approve(udp_sock *u, policy_op op, const proto_addr *a) {
+ * peer `a`, remembered per socket until the policy is reloaded. For
+ * udp.receive, `local` is the address the datagram arrived at (NULL: the
+ * socket's own). */
+static proto_err approve(udp_sock *u, policy_op op, const proto_addr *a, const proto_addr *local) {
     session *s = sess_of(u);
     uint64_t generation = server_policy_generation(session_server(s));
     hostbind_entry *binding = NULL;
+    uint8_t local_ip[16];
+    approval_key key = {(uint8_t)op, a, NULL};
     authz_query q;
     proto_err verdict;
 
+    if (op == POLICY_OP_UDP_RECEIVE && local != NULL) {
+        memset(local_ip, 0, sizeof(local_ip));
+        memcpy(local_ip, local->ip, ip_len(local->family));
+        key.local_ip = local_ip;
+    }
     if (generation != u->approvals_generation) {
         approvals_clear(u);
         u->approvals_generation = generation;
     }
     if (u->approvals != NULL) {
-        udp_approval *slot = approval_slot(u->approvals, u->approvals_cap, (uint8_t)op, a);
+        udp_approval *slot = approval_slot(u->approvals, u->approvals_cap, &key);
         if (slot->used) {
             return (proto_err)slot->verdict;
         }
@@ -295,7 +325,7 @@ static proto_err approve(udp_sock *u, policy_op op, const proto_addr *a) {
     q.remote = a;
     q.handle = u->res.handle;
     if (op == POLICY_OP_UDP_RECEIVE) {
-        q.local = u->has_local ? &u->local : NULL;
+        q.local = local != NULL ? local : u->has_local ? &u->local : NULL;
         q.local_port_ephemeral = u->port_chosen_by_kernel;
     } else {
         q.binding = &binding;
@@ -304,7 +334,7 @@ static proto_err approve(udp_sock *u, policy_op op, const proto_addr *a) {
     if (binding != NULL) {
         pin_binding(u, binding);
     }
-    approval_store(u, (uint8_t)op, a, verdict);
+    approval_store(u, &key, verdict);
     return verdict;
 }
 
@@ -405,7 +435,7 @@ static proto_err outbound_destination(udp_sock *u, const proto_addr *dst,
         if (u->state != UDP_CONNECTED) {
             return PROTO_E_INVALID_ARGUMENT;
         }
-        return approve(u, POLICY_OP_UDP_SEND, &u->remote);
+        return approve(u, POLICY_OP_UDP_SEND, &u->remote, NULL);
     }
     if (sockrules_check_remote(u->family, dst, &why) != PROTO_OK) {
         return PROTO_E_INVALID_ARGUMENT;
@@ -414,9 +444,9 @@ static proto_err outbound_destination(udp_sock *u, const proto_addr *dst,
         if (!same_peer(dst, &u->remote)) {
             return PROTO_E_INVALID_ARGUMENT;
         }
-        return approve(u, POLICY_OP_UDP_SEND, &u->remote);
+        return approve(u, POLICY_OP_UDP_SEND, &u->remote, NULL);
     }
-    proto_err verdict = approve(u, POLICY_OP_UDP_SEND, dst);
+    proto_err verdict = approve(u, POLICY_OP_UDP_SEND, dst, NULL);
     if (verdict == PROTO_OK && sockrules_addr_to_sockaddr(dst, sa, salen) < 0) {
         return PROTO_E_INVALID_ARGUMENT;
     }
@@ -590,6 +620,33 @@ static void send_to_channel(udp_sock *u, struct mmsghdr *msgs, size_t n) {
     }
 }
 
+/* Control space for the IP_PKTINFO / IPV6_PKTINFO of one datagram. */
+#define UDP_PKTINFO_SPACE CMSG_SPACE(sizeof(struct in6_pktinfo))
+
+/* The address a received datagram was sent to (our side), from its
+ * packet info: a socket bound to the wildcard address learns which of the
+ * host's addresses the peer used, and that is what udp.receive's `local`
+ * means. False when the kernel gave none. */
+static bool arrival_address(const udp_sock *u, struct msghdr *msg, proto_addr *out) {
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm != NULL; cm = CMSG_NXTHDR(msg, cm)) {
+        if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO &&
+            cm->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+            struct in_pktinfo info;
+            memcpy(&info, CMSG_DATA(cm), sizeof(info));
+            proto_addr_set_v4(out, (const uint8_t *)&info.ipi_addr, u->local.port);
+            return true;
+        }
+        if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO &&
+            cm->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+            struct in6_pktinfo info;
+            memcpy(&info, CMSG_DATA(cm), sizeof(info));
+            proto_addr_set_v6(out, (const uint8_t *)&info.ipi6_addr, u->local.port, 0, 0);
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Receives batches from the network and forwards those whose source the
  * policy allows, while the channel takes them. */
 static void forward_inbound(udp_sock *u, int max_batches) {
@@ -597,6 +654,10 @@ static void forward_inbound(udp_sock *u, int max_batches) {
         struct mmsghdr in[UDP_BATCH], out[UDP_BATCH];
         struct iovec in_iov[UDP_BATCH], out_iov[UDP_BATCH];
         struct sockaddr_storage src[UDP_BATCH];
+        union {
+            char buf[UDP_PKTINFO_SPACE];
+            struct cmsghdr align;
+        } control[UDP_BATCH];
         size_t nout = 0;
         int n;
 
@@ -611,6 +672,8 @@ static void forward_inbound(udp_sock *u, int max_batches) {
             in[i].msg_hdr.msg_iovlen = 1;
             in[i].msg_hdr.msg_name = &src[i];
             in[i].msg_hdr.msg_namelen = sizeof(src[i]);
+            in[i].msg_hdr.msg_control = control[i].buf;
+            in[i].msg_hdr.msg_controllen = sizeof(control[i].buf);
         }
         n = recvmmsg(u->fd, in, UDP_BATCH, MSG_DONTWAIT, NULL);
         if (n < 0) {
@@ -627,12 +690,13 @@ static void forward_inbound(udp_sock *u, int max_batches) {
         }
         memset(out, 0, sizeof(out));
         for (int i = 0; i < n; i++) {
-            proto_addr from;
+            proto_addr from, to;
+            bool have_to = arrival_address(u, &in[i].msg_hdr, &to);
 
             if ((in[i].msg_hdr.msg_flags & MSG_TRUNC) ||
                 sockrules_addr_from_sockaddr((struct sockaddr *)&src[i], in[i].msg_hdr.msg_namelen,
                                              &from) < 0 ||
-                approve(u, POLICY_OP_UDP_RECEIVE, &from) != PROTO_OK) {
+                approve(u, POLICY_OP_UDP_RECEIVE, &from, have_to ? &to : NULL) != PROTO_OK) {
                 u->dropped++;
                 continue;
             }
@@ -874,6 +938,9 @@ static void handle_create(session *s, const proto_msg *req) {
                             strerror(r));
         return;
     }
+    /* Each datagram's arrival address, for udp.receive decisions. */
+    sock_set_int(fd, af == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP,
+                 af == AF_INET6 ? IPV6_RECVPKTINFO : IP_PKTINFO, 1);
     /* A hint: the kernel caps it at net.core.wmem_max. */
     sock_set_int(pair[0], SOL_SOCKET, SO_SNDBUF, UDP_CHANNEL_BUFFER);
     sock_set_int(pair[1], SOL_SOCKET, SO_SNDBUF, UDP_CHANNEL_BUFFER);
@@ -1174,7 +1241,7 @@ static void handle_send_check(session *s, const proto_msg *req) {
         session_reply_error(s, req, err, "implicit bind failed");
         return;
     }
-    err = approve(u, POLICY_OP_UDP_SEND, &req->addr);
+    err = approve(u, POLICY_OP_UDP_SEND, &req->addr, NULL);
     if (err != PROTO_OK) {
         session_reply_error(s, req, err, "the policy refuses this destination");
         return;
