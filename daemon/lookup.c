@@ -148,7 +148,9 @@ static size_t collect_answers(const struct addrinfo *res, proto_addr *out, size_
             continue;
         }
         if (sockrules_addr_is_v4_mapped(&a)) {
-            proto_addr_set_v4(&a, a.ip + 12, 0);
+            uint8_t v4[4];
+            memcpy(v4, a.ip + 12, sizeof(v4)); /* set_v4 clears a first */
+            proto_addr_set_v4(&a, v4, 0);
         }
         a.port = 0;
         a.flow_info = 0;

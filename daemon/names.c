@@ -124,12 +124,9 @@ int names_parse(const char *input, char out[NAMES_MAX + 1], proto_addr *literal)
     }
 
     char *converted = NULL;
+    /* UTS #46 non-transitional processing (IDNA2008 as browsers apply it):
+     * "faß.de" keeps its ß; symbols such as emoji are refused. */
     r = idn2_to_ascii_8z(input, &converted, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
-    if (r != IDN2_OK) {
-        idn2_free(converted);
-        converted = NULL;
-        r = idn2_to_ascii_8z(input, &converted, IDN2_NFC_INPUT | IDN2_TRANSITIONAL);
-    }
     if (r != IDN2_OK || converted == NULL) {
         idn2_free(converted);
         return -EINVAL;

@@ -27,7 +27,7 @@ enum names_kind { NAMES_DNS = 0, NAMES_LITERAL = 1 };
  *   literal is returned as the IPv4 address it carries).
  * - A DNS name: returns NAMES_DNS and its normalised form in out: Unicode
  *   labels converted to A-labels with IDNA (libidn2, UTS #46
- *   non-transitional, then transitional), ASCII lower case, one final dot
+ *   non-transitional processing), ASCII lower case, one final dot
  *   removed. Labels are 1..63 letters, digits, '-' or '_'; 253 bytes in all.
  * - Anything else (empty, spaces or control characters, a port, a scheme, a
  *   path, a label or name too long, a last label that is all digits, which
