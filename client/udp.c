@@ -95,7 +95,8 @@ static void udp_on_event(client_object *o, const proto_msg *ev) {
         break;
     case PROTO_EV_DATAGRAM_ERROR:
         if (u->async_error == WASOCK_OK)
-            u->async_error = ev->code <= PROTO_E_LAST_WASI ? (wasock_err)ev->code : WASOCK_E_UNKNOWN;
+            u->async_error =
+                ev->code <= PROTO_E_LAST_WASI ? (wasock_err)ev->code : WASOCK_E_UNKNOWN;
         break;
     default:
         break;
@@ -566,8 +567,8 @@ static bool destination_is_valid(const wasock_udp *u, const wasock_addr *a) {
 
 /* The destination of d, or the reason it cannot be sent. *use_peer says
  * the header carries no address (the associated peer). */
-static wasock_err datagram_destination(wasock_udp *u, const wasock_datagram *d,
-                                       wasock_addr *dest, bool *use_peer) {
+static wasock_err datagram_destination(wasock_udp *u, const wasock_datagram *d, wasock_addr *dest,
+                                       bool *use_peer) {
     size_t limit = u->family == WASOCK_IPV4 ? CLIENT_UDP_MAX_PAYLOAD_V4 : CLIENT_UDP_MAX_PAYLOAD_V6;
 
     if (!d->data && d->len > 0)

@@ -365,8 +365,7 @@ static int dispatch_reply(wasock_client *c, const proto_msg *m, int *fds, unsign
         goto protocol_error;
     if ((p->new_tcp || p->new_object) && m->err == PROTO_OK) {
         /* Handles are never 0 and never reused within a session. */
-        if (m->new_handle == 0 || tcp_map_find(c, m->new_handle) ||
-            object_find(c, m->new_handle))
+        if (m->new_handle == 0 || tcp_map_find(c, m->new_handle) || object_find(c, m->new_handle))
             goto protocol_error;
         if (p->new_tcp) {
             p->new_tcp->handle = m->new_handle;

@@ -56,7 +56,10 @@ typedef struct tenant_usage {
     unsigned sockets;     /* open sockets of every kind */
     unsigned listeners;   /* sockets listening or starting to listen */
     unsigned pending_ops; /* operations the kernel has not finished (connects) */
-    struct tenant_dns *dns; /* name bindings and lookups in flight (lookup.h), or NULL */
+
+    /* Name bindings and lookups in flight (lookup.h); NULL until the first
+     * lookup. Freed with the counters. */
+    struct tenant_dns *dns;
     struct tenant_usage *next;
 } tenant_usage;
 

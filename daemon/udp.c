@@ -93,8 +93,8 @@ typedef struct udp_sock {
     bool destroyed;   /* out of the table: no events, memory waits for polls */
     bool chan_closed; /* the client closed its end, or the channel failed */
 
-    udp_queue outbound; /* channel -> network, held by back-pressure */
-    udp_queue inbound;  /* network -> channel, held by back-pressure */
+    udp_queue outbound;    /* channel -> network, held by back-pressure */
+    udp_queue inbound;     /* network -> channel, held by back-pressure */
     proto_err batch_error; /* first send error of the current wakeup */
 
     udp_approval *approvals; /* open addressing; capacity a power of two */

@@ -225,7 +225,11 @@ START_TEST(test_localhost_and_invalid) {
     ITEST_EXPECT(resolve(c, "nothing.invalid", ips, &n), WASOCK_E_NAME_UNRESOLVABLE);
     ITEST_EXPECT(resolve(c, "Deep.Name.INVALID", ips, &n), WASOCK_E_NAME_UNRESOLVABLE);
     /* A Unicode name passes IDNA (then .invalid answers). */
-    ITEST_EXPECT(resolve(c, "b\xc3\xbc" "cher.invalid", ips, &n), WASOCK_E_NAME_UNRESOLVABLE);
+    ITEST_EXPECT(resolve(c,
+                         "b\xc3\xbc"
+                         "cher.invalid",
+                         ips, &n),
+                 WASOCK_E_NAME_UNRESOLVABLE);
     ITEST_EXPECT(resolve(c, "m\xc3\xbcnchen.invalid.", ips, &n), WASOCK_E_NAME_UNRESOLVABLE);
     wasock_client_close(c);
 }
@@ -378,7 +382,6 @@ static void start_pinned(const char *scope, const char *max_ttl, const char *kee
     ck_assert(n > 0 && n < (int)sizeof text);
     itest_daemon_start(&policy_daemon, text);
 }
-
 
 /* Connects a 0.3 socket to 127.0.0.1:port; returns the result. */
 static wasock_err connect_loopback(wasock_client *c, uint16_t port) {

@@ -20,61 +20,60 @@
 
 /* Loopback ports the policies treat specially, below Linux's ephemeral
  * range so no kernel-chosen port falls into them. */
-#define DENIED_SEND_FIRST     24100
-#define DENIED_SEND_LAST      24149
-#define REFUSED_SEND_FIRST    24150
-#define REFUSED_SEND_LAST     24199
-#define DENIED_CONNECT_FIRST  24200
-#define DENIED_CONNECT_LAST   24249
-#define DENIED_SOURCE_FIRST   24250
-#define DENIED_SOURCE_LAST    24299
-#define DENIED_BIND_FIRST     24300
-#define DENIED_BIND_LAST      24349
+#define DENIED_SEND_FIRST    24100
+#define DENIED_SEND_LAST     24149
+#define REFUSED_SEND_FIRST   24150
+#define REFUSED_SEND_LAST    24199
+#define DENIED_CONNECT_FIRST 24200
+#define DENIED_CONNECT_LAST  24249
+#define DENIED_SOURCE_FIRST  24250
+#define DENIED_SOURCE_LAST   24299
+#define DENIED_BIND_FIRST    24300
+#define DENIED_BIND_LAST     24349
 
 /* The socket limit of the tenant. */
 #define LIMITED_SOCKETS 3
 
 #define POLICY_TEXT_MAX 8192
 
-static const char policy_fmt[] =
-    "version: 1\n"
-    "defaults: { action: deny, implicit_bind: follow-connect }\n"
-    "tenants:\n"
-    "  default:\n"
-    "    match: { uids: [ %u, 0 ], token: none }\n"
-    "    protocols: [ tcp, udp ]\n"
-    "    limits: { sockets: %u }\n"
-    "    rules:\n"
-    "      - id: no-send-range\n"
-    "        ops: [ udp.send ]\n"
-    "        ports: [ \"%u-%u\" ]\n"
-    "        action: deny\n"
-    "      - id: refused-send-range\n"
-    "        ops: [ udp.send ]\n"
-    "        ports: [ \"%u-%u\" ]\n"
-    "        action: deny\n"
-    "        deny: { error: connection-refused }\n"
-    "      - id: no-connect-range\n"
-    "        ops: [ udp.connect ]\n"
-    "        ports: [ \"%u-%u\" ]\n"
-    "        action: deny\n"
-    "      - id: no-source-range\n"
-    "        ops: [ udp.receive ]\n"
-    "        ports: [ \"%u-%u\" ]\n"
-    "        action: deny\n"
-    "      - id: no-bind-range\n"
-    "        ops: [ udp.bind ]\n"
-    "        local_ports: [ \"%u-%u\" ]\n"
-    "        action: deny\n"
-    "%s"
-    "      - id: loopback\n"
-    "        ops: [ any ]\n"
-    "        local: [ \"@loopback\" ]\n"
-    "        remote: [ \"@loopback\" ]\n"
-    "        action: allow\n"
-    "  tcp-only:\n"
-    "    match: { uids: [ %u, 0 ], token: none }\n"
-    "    protocols: [ tcp ]\n";
+static const char policy_fmt[] = "version: 1\n"
+                                 "defaults: { action: deny, implicit_bind: follow-connect }\n"
+                                 "tenants:\n"
+                                 "  default:\n"
+                                 "    match: { uids: [ %u, 0 ], token: none }\n"
+                                 "    protocols: [ tcp, udp ]\n"
+                                 "    limits: { sockets: %u }\n"
+                                 "    rules:\n"
+                                 "      - id: no-send-range\n"
+                                 "        ops: [ udp.send ]\n"
+                                 "        ports: [ \"%u-%u\" ]\n"
+                                 "        action: deny\n"
+                                 "      - id: refused-send-range\n"
+                                 "        ops: [ udp.send ]\n"
+                                 "        ports: [ \"%u-%u\" ]\n"
+                                 "        action: deny\n"
+                                 "        deny: { error: connection-refused }\n"
+                                 "      - id: no-connect-range\n"
+                                 "        ops: [ udp.connect ]\n"
+                                 "        ports: [ \"%u-%u\" ]\n"
+                                 "        action: deny\n"
+                                 "      - id: no-source-range\n"
+                                 "        ops: [ udp.receive ]\n"
+                                 "        ports: [ \"%u-%u\" ]\n"
+                                 "        action: deny\n"
+                                 "      - id: no-bind-range\n"
+                                 "        ops: [ udp.bind ]\n"
+                                 "        local_ports: [ \"%u-%u\" ]\n"
+                                 "        action: deny\n"
+                                 "%s"
+                                 "      - id: loopback\n"
+                                 "        ops: [ any ]\n"
+                                 "        local: [ \"@loopback\" ]\n"
+                                 "        remote: [ \"@loopback\" ]\n"
+                                 "        action: allow\n"
+                                 "  tcp-only:\n"
+                                 "    match: { uids: [ %u, 0 ], token: none }\n"
+                                 "    protocols: [ tcp ]\n";
 
 static itest_daemon policy_daemon;
 

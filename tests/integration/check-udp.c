@@ -79,9 +79,8 @@ START_TEST(test_sample_application) {
     /* Dropped at once: what it sent still arrives. */
     wasock_udp_drop(client);
 
-    ck_assert_uint_eq(iudp_receive_wait(c, server, got, 4, recv_buffer, sizeof recv_buffer, 2,
-                                        ITEST_WAIT_MS),
-                      2);
+    ck_assert_uint_eq(
+        iudp_receive_wait(c, server, got, 4, recv_buffer, sizeof recv_buffer, 2, ITEST_WAIT_MS), 2);
     ck_assert_uint_eq(got[0].len, 0);
     ck_assert(got[0].has_remote && itest_addr_equal(&got[0].remote, &client_addr));
     ck_assert_uint_eq(got[1].len, strlen(hello));
@@ -92,9 +91,8 @@ START_TEST(test_sample_application) {
     iudp_bind_loopback(c, other, f);
     ITEST_EXPECT(iudp_open(c, other, NULL), WASOCK_OK);
     iudp_send_one(c, other, greetings, strlen(greetings), &server_addr);
-    ck_assert_uint_eq(iudp_receive_wait(c, server, got, 4, recv_buffer, sizeof recv_buffer, 1,
-                                        ITEST_WAIT_MS),
-                      1);
+    ck_assert_uint_eq(
+        iudp_receive_wait(c, server, got, 4, recv_buffer, sizeof recv_buffer, 1, ITEST_WAIT_MS), 1);
     ck_assert_uint_eq(got[0].len, strlen(greetings));
     ck_assert_mem_eq(got[0].data, greetings, strlen(greetings));
 
@@ -547,8 +545,9 @@ static void check_window(const wasock_datagram *got, size_t n, uint32_t first, c
         ck_assert_msg(got[i].len == EXCHANGE_SIZE, "%s: datagram %u has %zu bytes", who,
                       first + (uint32_t)i, got[i].len);
         memcpy(&seq, got[i].data, sizeof seq);
-        ck_assert_msg(seq == first + i, "%s: expected datagram %u, got %u (reordered or duplicated)",
-                      who, first + (uint32_t)i, seq);
+        ck_assert_msg(seq == first + i,
+                      "%s: expected datagram %u, got %u (reordered or duplicated)", who,
+                      first + (uint32_t)i, seq);
         for (size_t j = sizeof seq; j < EXCHANGE_SIZE; j++) {
             if (got[i].data[j] != itest_pattern_byte(seq, j)) {
                 ck_abort_msg("%s: datagram %u byte %zu differs", who, seq, j);
@@ -573,8 +572,8 @@ START_TEST(test_exchange_10000) {
     ITEST_EXPECT(iudp_open(c, a, &b_addr), WASOCK_OK);
     ITEST_EXPECT(iudp_open(c, b, &a_addr), WASOCK_OK);
     for (uint32_t first = 0; first < EXCHANGE_TOTAL; first += EXCHANGE_WINDOW) {
-        size_t n = EXCHANGE_TOTAL - first < EXCHANGE_WINDOW ? EXCHANGE_TOTAL - first
-                                                            : EXCHANGE_WINDOW;
+        size_t n =
+            EXCHANGE_TOTAL - first < EXCHANGE_WINDOW ? EXCHANGE_TOTAL - first : EXCHANGE_WINDOW;
         /* A to B, in sends of at most the permit. */
         for (size_t i = 0; i < n; i++) {
             fill_datagram(payload[i], first + (uint32_t)i);
@@ -587,8 +586,8 @@ START_TEST(test_exchange_10000) {
             ck_assert_uint_gt(sent, 0);
             done += (size_t)sent;
         }
-        size_t k = iudp_receive_wait(c, b, got, EXCHANGE_WINDOW, recv_buffer, sizeof recv_buffer,
-                                     n, ITEST_WAIT_MS);
+        size_t k = iudp_receive_wait(c, b, got, EXCHANGE_WINDOW, recv_buffer, sizeof recv_buffer, n,
+                                     ITEST_WAIT_MS);
         ck_assert_msg(k == n, "B received %zu of window %u (%zu datagrams)", k, first, n);
         check_window(got, n, first, "B");
         /* and back */

@@ -137,8 +137,8 @@ static socklen_t loopback_sockaddr(wasock_family f, uint16_t port, struct sockad
 int iudp_plain_socket(wasock_family f, uint16_t *port) {
     struct sockaddr_storage ss;
     socklen_t len = loopback_sockaddr(f, 0, &ss);
-    int fd = socket(f == WASOCK_IPV4 ? AF_INET : AF_INET6,
-                    SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd =
+        socket(f == WASOCK_IPV4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(bind(fd, (struct sockaddr *)&ss, len), 0);
