@@ -22,6 +22,7 @@
 
 #include "authz.h"
 #include "errmap.h"
+#include "hostbind.h"
 #include "log.h"
 #include "relay.h"
 #include "sockrules.h"
@@ -78,6 +79,10 @@ typedef struct tcp_sock {
 
     bool counts_pending;  /* included in the tenant's pending_ops */
     bool counts_listener; /* included in the tenant's listeners */
+
+    /* The name binding a connect was allowed through, pinned while the
+     * socket lives (dns.keep_while_open), or NULL. */
+    struct hostbind_entry *binding;
 } tcp_sock;
 
 static void tcp_destroy(resource *r);
@@ -291,6 +296,10 @@ static void tcp_destroy(resource *r) {
     pending_op_end(t);
     listener_count_end(t);
     session_usage(s)->sockets--;
+    if (t->binding != NULL) {
+        hostbind_unpin(t->binding);
+        t->binding = NULL;
+    }
     poll_close(t);
     if (t->relay != NULL) {
         relay_drop(t->relay); /* takes the socket */
@@ -514,6 +523,7 @@ static void handle_connect(session *s, const proto_msg *req) {
     struct sockaddr_storage ss;
     socklen_t len;
     proto_addr unspecified, local;
+    struct hostbind_entry *binding = NULL;
     authz_query q;
     const char *why;
     bool was_unbound;
@@ -573,11 +583,16 @@ static void handle_connect(session *s, const proto_msg *req) {
         q.implicit = false;
         q.local = !was_unbound && local_address(t, &local) == 0 ? &local : NULL;
         q.remote = &req->addr;
+        q.binding = &binding;
         t->result = authz_decide(s, &q);
     }
     if (t->result != PROTO_OK) {
         session_reply_ok(s, req); /* finish-connect reports the refusal */
         return;
+    }
+    if (binding != NULL) {
+        hostbind_pin(binding);
+        t->binding = binding;
     }
 
     sockrules_addr_to_sockaddr(&req->addr, &ss, &len);

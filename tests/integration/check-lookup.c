@@ -485,6 +485,33 @@ START_TEST(test_pinned_expiry) {
 }
 END_TEST
 
+/* keep_while_open: an open connection made through a binding keeps it
+ * alive past its expiry; once it is closed the binding expires. */
+START_TEST(test_pinned_tcp_keeps_binding) {
+    start_pinned("tenant", "1s", "true", false, true);
+    wasock_client *c = itest_client_open(&policy_daemon, 3, NULL);
+    uint16_t port;
+    int listener = itest_plain_listen(WASOCK_IPV4, &port);
+    wasock_addr to = itest_loopback(WASOCK_IPV4, port);
+    wasock_ip ips[MAX_ANSWERS];
+    size_t n;
+
+    ITEST_EXPECT(resolve(c, "localhost", ips, &n), WASOCK_OK);
+    if (answers_contain(ips, n, "127.0.0.1")) {
+        wasock_tcp *held = itest_socket(c, WASOCK_IPV4);
+        ITEST_EXPECT(itest_connect(c, held, &to, NULL), WASOCK_OK);
+        struct timespec ts = {.tv_sec = 1, .tv_nsec = 300 * 1000000L};
+        while (nanosleep(&ts, &ts) != 0) {
+        }
+        ITEST_EXPECT(connect_loopback(c, port), WASOCK_OK);
+        wasock_tcp_drop(held);
+        ITEST_EXPECT(connect_loopback(c, port), WASOCK_E_ACCESS_DENIED);
+    }
+    close(listener);
+    wasock_client_close(c);
+}
+END_TEST
+
 /* udp.send with a host rule: allowed after the lookup; with
  * keep_while_open, the socket that used the binding keeps it past expiry,
  * while a new socket does not. */
@@ -670,6 +697,7 @@ static Suite *lookup_suite(void) {
     add_case(s, "pinned_connect", test_pinned_connect, false, policy_teardown, 2);
     add_case(s, "pinned_session_scope", test_pinned_session_scope, false, policy_teardown, 1);
     add_case(s, "pinned_expiry", test_pinned_expiry, false, policy_teardown, 1);
+    add_case(s, "pinned_tcp_keeps", test_pinned_tcp_keeps_binding, false, policy_teardown, 1);
     add_case(s, "pinned_udp", test_pinned_udp, false, policy_teardown, 1);
     add_case(s, "guard_filter", test_guard_filters_answers, false, policy_teardown, 2);
     add_case(s, "hosts_file", test_hosts_file_answers, false, NULL, 1);
