@@ -421,7 +421,13 @@ static int copy_streams(const struct nc_options *o, wasock_client *c, wasock_tcp
                 down.source_ended = true;
             } else if (down.source_ended) {
                 r = check_stream_end(o, c, s);
-                status = r != NC_EXIT_OK ? r : status;
+                if (r != NC_EXIT_OK) {
+                    /* The connection failed: nothing more can be sent, so
+                     * do not wait for stdin to end. */
+                    status = r;
+                    up.start = up.end = 0;
+                    up.finished = true;
+                }
             }
         }
         if (fds[POLL_STDOUT].revents) {

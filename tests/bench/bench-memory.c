@@ -107,7 +107,7 @@ static bool holder_wait(holder *h, unsigned count) {
         if (bench_now_ns() >= deadline) {
             return false;
         }
-        bench_sleep_ms(1);
+        bench_sleep_ms(BENCH_RETRY_MS);
     }
     return true;
 }

@@ -35,6 +35,11 @@
  * dropped (a dropped SYN costs a one-second retransmission). */
 #define TCP_ACCEPT_WINDOW 64
 
+/* How often a connector waiting for the accepting side re-checks whether
+ * it was told to stop (a stop is also signalled; this only bounds a lost
+ * wake-up). */
+#define TCP_CONNECTOR_RECHECK_MS 10
+
 /* Backlog of the plain listeners this file creates: the kernel's usual
  * maximum, so a burst of connects is never refused. */
 #define TCP_PLAIN_BACKLOG 4096
@@ -223,7 +228,7 @@ static void *connector_thread(void *arg) {
         while (!k->stop && made - k->accepted >= TCP_ACCEPT_WINDOW && bench_now_ns() < deadline) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 10 * 1000000; /* re-check stop and the deadline */
+            ts.tv_nsec += TCP_CONNECTOR_RECHECK_MS * 1000000;
             if (ts.tv_nsec >= 1000000000) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000;
@@ -325,6 +330,7 @@ static double wasockd_accept_rate(wasock_client *c, wasock_tcp *l, uint16_t port
     }
     /* Connections made but not accepted are taken now, so the next sample
      * starts with an empty queue. */
+    wasock_client_dispatch(c); /* readiness events still in the socket */
     for (unsigned i = 0; e == WASOCK_OK && i < TCP_ACCEPT_WINDOW + 1; i++) {
         wasock_tcp *conn;
         int in, out;
@@ -518,7 +524,7 @@ static void socat_reap(pid_t pid) {
             waitpid(pid, &status, 0);
             return;
         }
-        bench_sleep_ms(1);
+        bench_sleep_ms(BENCH_RETRY_MS);
     }
 }
 
@@ -555,7 +561,7 @@ static int accept_peer(int listen_fd) {
         } else if (bench_now_ns() >= deadline) {
             r = -ETIMEDOUT;
         } else {
-            bench_sleep_ms(1);
+            bench_sleep_ms(BENCH_RETRY_MS);
         }
     }
     bench_set_nonblocking(listen_fd, false);
@@ -574,7 +580,7 @@ static int connect_when_listening(uint16_t port, pid_t socat) {
         if (waitpid(socat, &status, WNOHANG) == socat || bench_now_ns() >= deadline) {
             return -ETIMEDOUT;
         }
-        bench_sleep_ms(2);
+        bench_sleep_ms(BENCH_RETRY_MS);
     }
 }
 
@@ -832,7 +838,7 @@ void bench_row_bulk(bench_daemon *d) {
 static void *exchange_echo_thread(void *arg) {
     int fd = *(int *)arg;
     char buf[TCP_EXCHANGE_BYTES];
-    int64_t deadline = bench_now_ns() + (int64_t)BENCH_WAIT_MS * 1000000 * 6;
+    int64_t deadline = bench_now_ns() + (int64_t)BENCH_ECHO_LIFETIME_MS * 1000000;
     while (bench_read_exact(fd, buf, sizeof(buf), deadline) == 0 &&
            bench_write_all(fd, buf, sizeof(buf), deadline) == 0) {
     }
@@ -862,7 +868,7 @@ static double exchange_us(path_conn *p) {
             break;
         }
         done++;
-        if (done % 32 == 0 && bench_now_ns() >= stop) {
+        if (done % BENCH_CLOCK_EVERY == 0 && bench_now_ns() >= stop) {
             break;
         }
     }

@@ -38,7 +38,45 @@
 /* Room for the daemon's refusal reason. */
 #define BENCH_OPEN_ERROR_MAX 256
 
+/* Daemons running at once: the shared one and one a memory row starts. */
+#define BENCH_MAX_LIVE_DAEMONS 4
+
 bench_config bench_cfg;
+
+/* The daemons started and not yet stopped, for bench_daemon_emergency_stop. */
+static bench_daemon *volatile live_daemons[BENCH_MAX_LIVE_DAEMONS];
+
+static void remember_daemon(bench_daemon *d) {
+    for (size_t i = 0; i < BENCH_MAX_LIVE_DAEMONS; i++) {
+        if (live_daemons[i] == NULL) {
+            live_daemons[i] = d;
+            return;
+        }
+    }
+}
+
+static void forget_daemon(bench_daemon *d) {
+    for (size_t i = 0; i < BENCH_MAX_LIVE_DAEMONS; i++) {
+        if (live_daemons[i] == d) {
+            live_daemons[i] = NULL;
+        }
+    }
+}
+
+void bench_daemon_emergency_stop(void) {
+    for (size_t i = 0; i < BENCH_MAX_LIVE_DAEMONS; i++) {
+        bench_daemon *d = live_daemons[i];
+        if (d == NULL) {
+            continue;
+        }
+        if (d->pid > 0) {
+            kill(d->pid, SIGKILL);
+        }
+        unlink(d->socket_path);
+        unlink(d->log_path);
+        rmdir(d->dir);
+    }
+}
 
 int bench_loop_ms(void) {
     /* 400 ms per sample: long enough that start-up effects (thread
@@ -205,6 +243,7 @@ int bench_daemon_start(bench_daemon *d) {
     }
     close(log_fd);
     d->pid = pid;
+    remember_daemon(d);
 
     int64_t deadline = bench_now_ns() + (int64_t)BENCH_WAIT_MS * 1000000;
     while (!socket_accepts(d->socket_path)) {
@@ -212,6 +251,7 @@ int bench_daemon_start(bench_daemon *d) {
         if (waitpid(pid, &status, WNOHANG) == pid) {
             fprintf(stderr, "wasock-bench: wasockd exited during start-up (status 0x%x)\n",
                     (unsigned)status);
+            forget_daemon(d);
             d->pid = 0;
             bench_daemon_print_log(d);
             remove_directory(d->dir);
@@ -221,6 +261,7 @@ int bench_daemon_start(bench_daemon *d) {
             fprintf(stderr, "wasock-bench: wasockd did not accept on %s in time\n", d->socket_path);
             kill(pid, SIGKILL);
             reap_within(pid, &status, BENCH_DAEMON_STOP_MS);
+            forget_daemon(d);
             d->pid = 0;
             bench_daemon_print_log(d);
             remove_directory(d->dir);
@@ -233,6 +274,7 @@ int bench_daemon_start(bench_daemon *d) {
 
 int bench_daemon_stop(bench_daemon *d) {
     int status = 0, r = 0;
+    forget_daemon(d);
     if (d->pid <= 0) {
         remove_directory(d->dir);
         return 0;

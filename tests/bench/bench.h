@@ -41,6 +41,18 @@
  * what a working system needs, short enough to keep a hang bounded. */
 #define BENCH_WAIT_MS 10000
 
+/* Iterations of a tight timed loop between two clock readings: a reading
+ * costs tens of nanoseconds, so this keeps it far below 1% of the loop. */
+#define BENCH_CLOCK_EVERY 64
+
+/* Pause between two checks of something that gives no notification (a
+ * peer thread's counter, socat starting to listen). */
+#define BENCH_RETRY_MS 1
+
+/* Longest an echo thread of a peer serves one connection: far above one
+ * sample, so only a hang ends it this way. */
+#define BENCH_ECHO_LIFETIME_MS 60000
+
 /* Room for the temporary directory and the files in it. */
 #define BENCH_PATH_MAX 256
 
@@ -121,8 +133,8 @@ bool bench_any_error(void);
 /* Prints the table to stdout. */
 void bench_report_print(void);
 
-/* Writes the JSON (and, when tsv_path is not NULL, the TSV) file. 0 or
- * -errno. */
+/* Write the figures as JSON / as TSV (one line per series and per
+ * comparison) to path. 0 or -errno. */
 int bench_report_write_json(const char *path);
 int bench_report_write_tsv(const char *path);
 
@@ -159,6 +171,10 @@ int bench_daemon_start(bench_daemon *d);
  * when the daemon exited by itself or from the SIGTERM, -ETIMEDOUT when it
  * had to be killed, -ECHILD when it had died before (log printed). */
 int bench_daemon_stop(bench_daemon *d);
+
+/* Kills every daemon still running and removes its files, using only
+ * async-signal-safe calls: for the run's watchdog, which then exits. */
+void bench_daemon_emergency_stop(void);
 
 /* The daemon's resident set (VmRSS) in bytes, or -errno. */
 long long bench_daemon_rss(const bench_daemon *d);

@@ -28,6 +28,14 @@
 
 #define BENCH_DEFAULT_JSON "wasock-bench.json"
 
+/* The whole run's hard limit. libwasock calls wait for the daemon without a
+ * deadline, so a daemon that hangs would hang the tool: past this the tool
+ * exits with an error (the daemon and socat die with it). Full: three times
+ * its 10-minute budget; quick: just under the smoke test's 180 s timeout, so
+ * the tool, not meson, says what happened. */
+#define BENCH_WATCHDOG_S_FULL  1800
+#define BENCH_WATCHDOG_S_QUICK 170
+
 /* Exit statuses. */
 #define BENCH_EXIT_OK    0
 #define BENCH_EXIT_ERROR 1 /* a row failed, the daemon misbehaved, or a file was not written */
@@ -235,6 +243,17 @@ static int parse_options(int argc, char **argv, options *o) {
     return -1;
 }
 
+static void on_watchdog(int sig) {
+    static const char msg[] = "wasock-bench: the run exceeded its time limit; stopped\n";
+    (void)sig;
+    /* Only async-signal-safe calls here. */
+    bench_daemon_emergency_stop();
+    if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0) {
+        _exit(BENCH_EXIT_ERROR);
+    }
+    _exit(BENCH_EXIT_ERROR);
+}
+
 int main(int argc, char **argv) {
     options o;
     int status = parse_options(argc, argv, &o);
@@ -244,6 +263,8 @@ int main(int argc, char **argv) {
     /* Writes to a relay pipe whose reader is gone must fail with EPIPE, not
      * kill the tool. */
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGALRM, on_watchdog);
+    alarm(BENCH_PICK(BENCH_WATCHDOG_S_FULL, BENCH_WATCHDOG_S_QUICK));
     if (access(bench_cfg.wasockd, X_OK) != 0) {
         fprintf(stderr, "wasock-bench: cannot run the daemon %s: %s (use --wasockd or $WASOCKD)\n",
                 bench_cfg.wasockd, strerror(errno));
