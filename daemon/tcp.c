@@ -22,6 +22,7 @@
 
 #include "authz.h"
 #include "errmap.h"
+#include "hostbind.h"
 #include "log.h"
 #include "relay.h"
 #include "sockrules.h"
@@ -114,6 +115,10 @@ typedef struct tcp_sock {
     /* Listener: connections taken from the kernel, in arrival order. */
     held_conn *held;
     unsigned held_count;
+
+    /* The name binding a connect was allowed through, pinned while the
+     * socket lives (dns.keep_while_open), or NULL. */
+    struct hostbind_entry *binding;
 } tcp_sock;
 
 static void tcp_destroy(resource *r);
@@ -335,6 +340,10 @@ static void tcp_destroy(resource *r) {
     if (t->authz != NULL) {
         authz_cancel(t->authz);
         t->authz = NULL;
+    }
+    if (t->binding != NULL) {
+        hostbind_unpin(t->binding);
+        t->binding = NULL;
     }
     while (t->held != NULL) {
         held_conn *h = t->held;
@@ -633,6 +642,7 @@ static void start_kernel_connect(tcp_sock *t) {
 }
 
 static void ask_connect(tcp_sock *t) {
+    struct hostbind_entry *binding = NULL;
     proto_addr local;
     authz_query q;
 
@@ -641,7 +651,12 @@ static void ask_connect(tcp_sock *t) {
     q.op = POLICY_OP_TCP_CONNECT;
     q.local = t->has_local && local_address(t, &local) == 0 ? &local : NULL;
     q.remote = &t->op_addr;
+    q.binding = &binding; /* set when allowed at once through a name binding */
     ask(t, STEP_CONNECT, &q);
+    if (binding != NULL && !t->destroyed && t->binding == NULL) {
+        hostbind_pin(binding);
+        t->binding = binding;
+    }
 }
 
 static void handle_connect(session *s, const proto_msg *req) {
