@@ -19,6 +19,53 @@ int client_addr_to_proto(const wasock_addr *a, proto_addr *out);
  * the decoder should not have let through. *out is written only on success. */
 int client_addr_from_proto(const proto_addr *p, wasock_addr *out);
 
+/* --- resources other than TCP sockets (UDP sockets, lookups) --------------- */
+
+/* Embedded in a UDP socket or lookup object; the client's map finds it by
+ * handle for events. */
+typedef struct client_object client_object;
+struct client_object {
+    uint32_t handle; /* set when the creating reply is dispatched */
+    /* Called by the reading thread, with the client's lock held, for every
+     * event naming `handle`. Must not call into the client. */
+    void (*on_event)(client_object *o, const proto_msg *ev);
+    /* Called by wasock_client_close for every object still registered: frees
+     * the object and closes its descriptors. */
+    void (*on_close)(client_object *o);
+    client_object *next; /* the map's chain */
+};
+
+/* Sends req (type and fields set) and waits for its reply. On WASOCK_OK,
+ * *reply is the success reply and its descriptors (at most max_fds, else the
+ * daemon broke the protocol: DAEMON) are in fds[0, *nfds), owned by the
+ * caller; new_object (may be NULL) was registered under the reply's
+ * new_handle before any later frame was dispatched. Otherwise the reply's
+ * error (or DAEMON / INVALID_ARGUMENT), and no descriptor remains. */
+wasock_err client_transact(wasock_client *c, proto_msg *req, client_object *new_object,
+                           proto_msg *reply, int *fds, unsigned max_fds, unsigned *nfds);
+
+/* Removes o from the map (events for its handle are ignored from now on). */
+void client_object_unregister(wasock_client *c, client_object *o);
+
+/* Puts the client into its permanent broken state (the daemon sent
+ * something impossible). */
+void client_break_protocol(wasock_client *c);
+
+bool client_is_broken(wasock_client *c);
+
+/* The lock that guards what on_event writes; hold it to read those fields. */
+void client_lock(wasock_client *c);
+void client_unlock(wasock_client *c);
+
+/* A condition over state guarded by the client's lock. */
+typedef bool client_condition(wasock_client *c, const void *arg);
+
+/* Waits (dispatching replies and events) until condition holds: OK; the
+ * daemon went away: DAEMON; timeout_ms (-1: none) passed: TIMEOUT. Call
+ * without the lock. */
+wasock_err client_wait_until(wasock_client *c, client_condition *condition, const void *arg,
+                             int timeout_ms);
+
 /* --- handoff (handoff.c) ---------------------------------------------------
  * For a connection the policy handed off, the client holds the connected
  * socket and answers these itself on `fd` (borrowed), with the daemon's

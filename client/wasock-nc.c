@@ -18,15 +18,8 @@
 #include <unistd.h>
 
 #include "wasock-config.h"
+#include "wasock-nc.h"
 #include "wasock/wasock.h"
-
-/* Exit statuses, documented in the help text. */
-#define NC_EXIT_OK           0
-#define NC_EXIT_SOCKET_ERROR 1 /* a socket operation failed; its WASI error is printed */
-#define NC_EXIT_USAGE        2 /* bad command line */
-#define NC_EXIT_DAEMON       3 /* the daemon cannot be reached, or went away */
-#define NC_EXIT_REFUSED      4 /* the daemon refused the session (tenant, token) */
-#define NC_EXIT_LOCAL_IO     5 /* reading stdin or writing stdout failed */
 
 /* Bytes copied per direction at a time: the default capacity of the pipe the
  * daemon's relay gives us, so one write can fill it. */
@@ -46,6 +39,8 @@ struct nc_options {
     bool keep_listening;
     bool shape_0_3;
     bool verbose;
+    bool udp;                /* -u */
+    const char *lookup_name; /* -L NAME */
     int wait_seconds; /* -1: no connect timeout */
     const char *address_text;
     wasock_addr address;
@@ -63,6 +58,8 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: wasock-nc [options] ADDR:PORT        connect and copy stdin/stdout\n"
             "       wasock-nc -l [-k] [options] ADDR:PORT  listen, accept and copy\n"
+            "       wasock-nc -u [-l] [options] ADDR:PORT  UDP: stdin lines as datagrams\n"
+            "       wasock-nc -L NAME [options]            look NAME up, one address a line\n"
             "\n"
             "ADDR:PORT is 127.0.0.1:8080 or [::1]:8080. Every operation goes through\n"
             "wasockd and is subject to its policy for the tenant.\n"
@@ -70,13 +67,18 @@ static void usage(FILE *out) {
             "options:\n"
             "  -l          listen on ADDR:PORT and accept one connection\n"
             "  -k          with -l: accept further connections one after another\n"
+            "  -u          UDP: send each line of stdin as one datagram and print each\n"
+            "              datagram received as one line; with -l, bind to ADDR:PORT\n"
+            "              and answer the last sender\n"
+            "  -L NAME     look NAME up through the daemon and print its addresses\n"
             "  -S PATH     daemon socket (default: $WASOCK_SOCKET, then %s)\n"
             "  -t TENANT   act for TENANT (default: the daemon's default tenant)\n"
             "  -T TOKEN    tenant token\n"
             "  -3          use the WASI 0.3 shape (bind/connect/listen, send/receive)\n"
             "              instead of 0.2 (start-*/finish-*, stream descriptors)\n"
             "  -v          verbose: print addresses and each error's WASI name\n"
-            "  -w SECONDS  give up connecting after SECONDS\n"
+            "  -w SECONDS  give up connecting after SECONDS; with -u, keep receiving\n"
+            "              for SECONDS after stdin ends\n"
             "  -h          this help\n"
             "\n"
             "exit status:\n"
@@ -96,13 +98,19 @@ static int parse_options(int argc, char **argv, struct nc_options *o) {
 
     memset(o, 0, sizeof(*o));
     o->wait_seconds = -1;
-    while ((opt = getopt(argc, argv, "lkS:t:T:3vw:h")) != -1) {
+    while ((opt = getopt(argc, argv, "lkS:t:T:3vw:huL:")) != -1) {
         switch (opt) {
         case 'l':
             o->listen = true;
             break;
         case 'k':
             o->keep_listening = true;
+            break;
+        case 'u':
+            o->udp = true;
+            break;
+        case 'L':
+            o->lookup_name = optarg;
             break;
         case 'S':
             o->socket_path = optarg;
@@ -141,6 +149,17 @@ static int parse_options(int argc, char **argv, struct nc_options *o) {
             usage(stderr);
             return NC_EXIT_USAGE;
         }
+    }
+    if (o->lookup_name != NULL) {
+        if (optind != argc || o->listen || o->udp) {
+            usage(stderr);
+            return NC_EXIT_USAGE;
+        }
+        return 0;
+    }
+    if (o->udp && o->keep_listening) {
+        fprintf(stderr, "wasock-nc: -k is for TCP listeners\n");
+        return NC_EXIT_USAGE;
     }
     if (optind != argc - 1) {
         usage(stderr);
@@ -569,7 +588,15 @@ int main(int argc, char **argv) {
             return NC_EXIT_REFUSED;
         return err == WASOCK_E_INVALID_ARGUMENT ? NC_EXIT_USAGE : NC_EXIT_DAEMON;
     }
-    status = o.listen ? run_listen(&o, c) : run_connect(&o, c);
+    if (o.lookup_name != NULL) {
+        status = nc_run_lookup(o.lookup_name, o.verbose, c);
+    } else if (o.udp) {
+        struct nc_udp_options u = {o.listen,       o.shape_0_3,   o.verbose,
+                                   o.wait_seconds, o.address_text, o.address};
+        status = nc_run_udp(&u, c);
+    } else {
+        status = o.listen ? run_listen(&o, c) : run_connect(&o, c);
+    }
     wasock_client_close(c);
     return status;
 }

@@ -120,6 +120,10 @@
 /* Longest text wasock_client_open writes into o->error on its own. */
 #define CLIENT_ERRNO_TEXT_MAX 128
 
+/* Buckets of the map of UDP sockets and lookups (client_object): a fixed
+ * array, since events for them are rare compared with their calls. */
+#define CLIENT_OBJECT_BUCKETS 64
+
 struct wasock_tcp {
     wasock_client *client;
     uint32_t handle; /* the daemon's handle; never 0 once created */
@@ -164,6 +168,8 @@ struct pending_request {
      * reader registers it under the reply's new_handle the moment the reply
      * is dispatched, so events for the new handle that follow are not lost. */
     wasock_tcp *new_tcp;
+    /* The same for UDP sockets and lookups (client-internal.h). */
+    client_object *new_object;
     struct pending_request *bucket_next, **bucket_link;
 };
 
@@ -202,6 +208,9 @@ struct wasock_client {
     wasock_tcp **tcp_buckets;
     size_t tcp_bucket_count;
     size_t tcp_count;
+
+    /* handle -> client_object (UDP sockets, lookups), chained through next. */
+    client_object *object_buckets[CLIENT_OBJECT_BUCKETS];
 };
 
 /* ------------------------------------------------------------- small helpers */
@@ -344,6 +353,38 @@ static void tcp_map_remove(wasock_client *c, wasock_tcp *t) {
             return;
         }
     }
+}
+
+/* ---------------------------------------------------------- object map */
+
+static client_object **object_bucket(wasock_client *c, uint32_t handle) {
+    return &c->object_buckets[handle % CLIENT_OBJECT_BUCKETS];
+}
+
+static client_object *object_find(wasock_client *c, uint32_t handle) {
+    for (client_object *o = *object_bucket(c, handle); o; o = o->next)
+        if (o->handle == handle)
+            return o;
+    return NULL;
+}
+
+static void object_insert(wasock_client *c, client_object *o) {
+    client_object **bucket = object_bucket(c, o->handle);
+
+    o->next = *bucket;
+    *bucket = o;
+}
+
+void client_object_unregister(wasock_client *c, client_object *o) {
+    pthread_mutex_lock(&c->lock);
+    for (client_object **link = object_bucket(c, o->handle); *link; link = &(*link)->next) {
+        if (*link == o) {
+            *link = o->next;
+            o->next = NULL;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
 }
 
 /* --------------------------------------------------- received descriptors */
@@ -596,12 +637,17 @@ static int dispatch_reply(wasock_client *c, struct pending_request *p, int *fds,
 
     if (p->reply_type != m->type)
         goto protocol_error;
-    if (p->new_tcp && m->err == PROTO_OK) {
+    if ((p->new_tcp || p->new_object) && m->err == PROTO_OK) {
         /* Handles are never 0 and never reused within a session. */
-        if (m->new_handle == 0 || tcp_map_find(c, m->new_handle))
+        if (m->new_handle == 0 || tcp_map_find(c, m->new_handle) || object_find(c, m->new_handle))
             goto protocol_error;
-        p->new_tcp->handle = m->new_handle;
-        tcp_map_insert(c, p->new_tcp);
+        if (p->new_tcp) {
+            p->new_tcp->handle = m->new_handle;
+            tcp_map_insert(c, p->new_tcp);
+        } else {
+            p->new_object->handle = m->new_handle;
+            object_insert(c, p->new_object);
+        }
     }
     memcpy(p->fds, fds, nfds * sizeof(int));
     p->nfds = nfds;
@@ -633,8 +679,13 @@ static int dispatch_unacked_reply(wasock_client *c, const proto_msg *m, unsigned
 static void dispatch_event(wasock_client *c, const proto_msg *m) {
     wasock_tcp *t = tcp_map_find(c, m->handle);
 
-    if (!t)
+    if (!t) {
+        client_object *o = object_find(c, m->handle);
+
+        if (o && o->on_event)
+            o->on_event(o, m);
         return;
+    }
     switch (m->type) {
     case PROTO_EV_READY:
         t->ready = m->ready != 0;
@@ -1083,7 +1134,7 @@ static wasock_err client_reply_violation(wasock_client *c, struct pending_reques
     return WASOCK_E_DAEMON;
 }
 
-typedef bool wait_condition(wasock_client *c, const void *arg);
+typedef client_condition wait_condition;
 
 /* Waits as a watcher until condition(c, arg) holds: sends queued frames
  * when nobody does, reads the socket itself when no other thread does, and
@@ -1184,6 +1235,17 @@ static void client_free(wasock_client *c) {
         }
     }
     free(c->tcp_buckets);
+    for (size_t i = 0; i < CLIENT_OBJECT_BUCKETS; i++) {
+        client_object *o = c->object_buckets[i];
+
+        while (o) {
+            client_object *next = o->next;
+
+            if (o->on_close)
+                o->on_close(o);
+            o = next;
+        }
+    }
     fd_queue_close_all(c);
     close_if_open(c->fd);
     pthread_mutex_destroy(&c->lock);
@@ -1949,4 +2011,65 @@ wasock_err wasock_tcp_send(wasock_tcp *s, int *output_fd) {
 
 wasock_err wasock_tcp_receive(wasock_tcp *s, int *input_fd) {
     return tcp_take_stream(s, PROTO_DIR_RECEIVE, input_fd);
+}
+
+/* ------------------------------------------------- for udp.c and resolve.c */
+
+wasock_err client_transact(wasock_client *c, proto_msg *req, client_object *new_object,
+                           proto_msg *reply, int *fds, unsigned max_fds, unsigned *nfds) {
+    struct pending_request p = {0};
+    wasock_err err;
+
+    p.new_object = new_object;
+    err = client_request(c, req, &p);
+    if (err != WASOCK_OK)
+        return err;
+    if (p.nfds > max_fds) {
+        /* Registered by the reader: unregister before reporting. */
+        if (new_object)
+            client_object_unregister(c, new_object);
+        return client_reply_violation(c, &p);
+    }
+    *reply = p.reply;
+    if (nfds)
+        *nfds = p.nfds;
+    for (unsigned i = 0; i < p.nfds; i++)
+        fds[i] = p.fds[i];
+    p.nfds = 0;
+    return WASOCK_OK;
+}
+
+void client_break_protocol(wasock_client *c) {
+    pthread_mutex_lock(&c->lock);
+    client_break(c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+bool client_is_broken(wasock_client *c) {
+    bool broken;
+
+    pthread_mutex_lock(&c->lock);
+    broken = c->broken;
+    pthread_mutex_unlock(&c->lock);
+    return broken;
+}
+
+void client_lock(wasock_client *c) {
+    pthread_mutex_lock(&c->lock);
+}
+
+void client_unlock(wasock_client *c) {
+    pthread_mutex_unlock(&c->lock);
+}
+
+wasock_err client_wait_until(wasock_client *c, client_condition *condition, const void *arg,
+                             int timeout_ms) {
+    int r;
+
+    pthread_mutex_lock(&c->lock);
+    r = client_wait_locked(c, condition, arg, deadline_after(timeout_ms));
+    pthread_mutex_unlock(&c->lock);
+    if (r == -ETIMEDOUT)
+        return WASOCK_E_TIMEOUT;
+    return r < 0 ? WASOCK_E_DAEMON : WASOCK_OK;
 }

@@ -639,6 +639,8 @@ static void daemon_explain_line(void *opaque, const char *line) {
         print_decision(action, decided_by, error, kv_unsigned(line, "delay_ms"),
                        kv_unsigned(line, "timeout_ms"), on_timeout, on_no_agent,
                        strcmp(audit, "yes") == 0);
+    } else if (strncmp(line, "steps-omitted ", 14) == 0) {
+        printf("... and %u more rules that did not match\n", kv_unsigned(line, "count"));
     } else if (!is_ok(line)) {
         printf("%s\n", line);
     }

@@ -78,9 +78,14 @@ static int open_config(const auditsink_config *config, audit_log **out, char *er
     r = audit_open(config->sink == AUDIT_SINK_JOURNAL ? NULL : config->path, &opts, out, why,
                    sizeof(why));
     if (r < 0) {
-        snprintf(err, errlen, "cannot open the audit log %s: %s",
-                 config->sink == AUDIT_SINK_JOURNAL ? "(journal)" : config->path,
-                 why[0] != '\0' ? why : strerror(-r));
+        /* audit_open's message names the file and the reason already. */
+        if (why[0] != '\0') {
+            snprintf(err, errlen, "%s", why);
+        } else {
+            snprintf(err, errlen, "%s: cannot open the audit log: %s",
+                     config->sink == AUDIT_SINK_JOURNAL ? "(journal)" : config->path,
+                     strerror(-r));
+        }
         return r;
     }
     if (audit_restart_reason(*out) != NULL) {

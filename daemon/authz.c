@@ -14,7 +14,9 @@
 #include <string.h>
 
 #include "audit.h"
+#include "hostbind.h"
 #include "log.h"
+#include "lookup.h"
 #include "prompt.h"
 #include "server.h"
 #include "sockrules.h"
@@ -35,6 +37,7 @@ typedef struct authz_subject {
     bool has_local, has_remote;
     proto_addr local, remote;
     uint32_t handle;
+    char host[256]; /* the bound or looked-up name, "" for none */
 } authz_subject;
 
 typedef enum pending_kind { PENDING_PROMPT, PENDING_DELAY } pending_kind;
@@ -89,8 +92,11 @@ static proto_err refusal_error(const policy_verdict *v) {
     return PROTO_E_ACCESS_DENIED;
 }
 
-static void subject_from_query(const authz_query *q, authz_subject *out) {
+static void subject_from_query(const authz_query *q, const char *host, authz_subject *out) {
     memset(out, 0, sizeof(*out));
+    if (host != NULL) {
+        snprintf(out->host, sizeof(out->host), "%s", host);
+    }
     out->op = q->op;
     out->implicit = q->implicit;
     out->handle = q->handle;
@@ -104,8 +110,10 @@ static void subject_from_query(const authz_query *q, authz_subject *out) {
     }
 }
 
-/* Builds the request and decides it with the session's remembered answers. */
-static void decide(session *s, const authz_query *q, policy_request *req, policy_verdict *v) {
+/* Builds the request for one host (NULL: none) and decides it with the
+ * session's remembered answers. */
+static void decide(session *s, const authz_query *q, const char *host, policy_request *req,
+                   policy_verdict *v) {
     server *srv = session_server(s);
     answers_ctx ctx;
 
@@ -116,13 +124,54 @@ static void decide(session *s, const authz_query *q, policy_request *req, policy
     endpoint_from_addr(q->local, &req->local);
     req->local.port_ephemeral = q->local != NULL && q->local_port_ephemeral;
     endpoint_from_addr(q->remote, &req->remote);
-    req->host = NULL;
+    req->host = host;
 
     memset(&ctx, 0, sizeof(ctx));
     ctx.broker = server_broker(srv);
     ctx.pol = server_policy(srv);
     ctx.session = session_id(s);
     policy_decide_with_answers(ctx.pol, req, answers_hook, &ctx, v);
+}
+
+/* Operations whose destination may carry a host name from a binding. */
+static bool op_uses_bindings(policy_op op) {
+    return op == POLICY_OP_TCP_CONNECT || op == POLICY_OP_UDP_CONNECT || op == POLICY_OP_UDP_SEND;
+}
+
+/* Decides q, once per name the destination is bound to (see authz.h): the
+ * first allow wins, else the first prompt, else the first refusal. On
+ * return *req and *v describe the chosen decision (req->host is its name,
+ * borrowed for this callback), and *binding is the binding of an allow. */
+static void decide_with_bindings(session *s, const authz_query *q, policy_request *req,
+                                 policy_verdict *v, struct hostbind_entry **binding) {
+    struct hostbind_entry *bound[AUTHZ_MAX_BOUND_NAMES];
+    size_t nbound = 0, chosen = 0;
+    bool prompted = false;
+
+    *binding = NULL;
+    if (q->host == NULL && q->remote != NULL && op_uses_bindings(q->op)) {
+        nbound = lookup_bound_names(s, q->remote, bound, AUTHZ_MAX_BOUND_NAMES);
+    }
+    if (nbound == 0) {
+        decide(s, q, q->host, req, v);
+        return;
+    }
+    for (size_t i = 0; i < nbound; i++) {
+        decide(s, q, hostbind_entry_name(bound[i]), req, v);
+        if (v->action == POLICY_ALLOW) {
+            *binding = bound[i];
+            return;
+        }
+        if (v->action == POLICY_PROMPT && !prompted) {
+            prompted = true;
+            chosen = i;
+        }
+    }
+    if (chosen != nbound - 1) {
+        /* Decisions are pure and cheap: decide the chosen name again so
+         * that req and v describe it. */
+        decide(s, q, hostbind_entry_name(bound[chosen]), req, v);
+    }
 }
 
 static uint64_t elapsed_us(uint64_t started_ns) {
@@ -167,7 +216,7 @@ static void audit_decision(session *s, const authz_subject *sub, const char *dec
     rec.local = sub->has_local ? sockrules_addr_format(&sub->local, local, sizeof(local)) : NULL;
     rec.remote =
         sub->has_remote ? sockrules_addr_format(&sub->remote, remote, sizeof(remote)) : NULL;
-    rec.host = NULL;
+    rec.host = sub->host[0] != '\0' ? sub->host : NULL;
     rec.decision = decision;
     rec.decided_by = decided_by;
     rec.shadow = shadow;
@@ -190,22 +239,22 @@ static const char *shadow_text(const policy_verdict *v, char *buf, size_t len) {
     return buf;
 }
 
-static void audit_immediate(session *s, const authz_query *q, const policy_verdict *v,
-                            const char *decision, const char *decided_by, proto_err err,
-                            uint64_t started_ns) {
+static void audit_immediate(session *s, const authz_query *q, const policy_request *req,
+                            const policy_verdict *v, const char *decision,
+                            const char *decided_by, proto_err err, uint64_t started_ns) {
     authz_subject sub;
     char shadow[sizeof(v->decided_by) + 16];
 
     if (!v->audit) {
         return;
     }
-    subject_from_query(q, &sub);
+    subject_from_query(q, req->host, &sub);
     audit_decision(s, &sub, decision, decided_by, shadow_text(v, shadow, sizeof(shadow)), err,
                    elapsed_us(started_ns));
 }
 
-static void log_decision(session *s, const authz_query *q, policy_action action,
-                         const char *decided_by) {
+static void log_decision(session *s, const authz_query *q, const char *host,
+                         policy_action action, const char *decided_by) {
     char local[SOCKRULES_ADDR_STRLEN] = "-", remote[SOCKRULES_ADDR_STRLEN] = "-";
 
     if (!log_enabled(LOG_LEVEL_DEBUG)) {
@@ -217,10 +266,10 @@ static void log_decision(session *s, const authz_query *q, policy_action action,
     if (q->remote != NULL) {
         sockrules_addr_format(q->remote, remote, sizeof(remote));
     }
-    log_debug("session %" PRIu64 " tenant %s handle %u: %s%s local %s remote %s -> %s (%s)",
+    log_debug("session %" PRIu64 " tenant %s handle %u: %s%s local %s remote %s host %s -> %s (%s)",
               session_id(s), session_tenant(s), (unsigned)q->handle, policy_op_name(q->op),
-              q->implicit ? " (implicit)" : "", local, remote, policy_action_name(action),
-              decided_by);
+              q->implicit ? " (implicit)" : "", local, remote, host != NULL ? host : "-",
+              policy_action_name(action), decided_by);
 }
 
 /* --- immediate decisions ------------------------------------------------------------ */
@@ -232,8 +281,9 @@ proto_err authz_decide(session *s, const authz_query *q) {
     policy_action action;
     char decision[32];
     proto_err err;
+    struct hostbind_entry *binding;
 
-    decide(s, q, &req, &v);
+    decide_with_bindings(s, q, &req, &v, &binding);
     action = v.action;
     if (action == POLICY_PROMPT) {
         /* This operation cannot wait for an agent: the rule's fallback for
@@ -248,12 +298,20 @@ proto_err authz_decide(session *s, const authz_query *q) {
     } else {
         snprintf(decision, sizeof(decision), "%s", policy_action_name(action));
     }
-    log_decision(s, q, action, v.decided_by);
+    log_decision(s, q, req.host, action, v.decided_by);
     err = action == POLICY_ALLOW ? PROTO_OK : refusal_error(&v);
     if (err == PROTO_OK && q->data_path != NULL) {
         *q->data_path = v.data_path;
     }
-    audit_immediate(s, q, &v, decision, v.decided_by, err, started);
+    audit_immediate(s, q, &req, &v, decision, v.decided_by, err, started);
+    if (q->verdict != NULL) {
+        *q->verdict = v;
+    }
+    if (q->binding != NULL) {
+        /* A binding that only a no-agent fallback allowed is still the
+         * name the connection was allowed through. */
+        *q->binding = err == PROTO_OK ? binding : NULL;
+    }
     return err;
 }
 
@@ -266,9 +324,9 @@ static bool at_pending_limit(session *s) {
     return limits.pending_ops != 0 && session_usage(s)->pending_ops >= limits.pending_ops;
 }
 
-static authz_pending *pending_new(session *s, const authz_query *q, const policy_verdict *v,
-                                  pending_kind kind, authz_done_fn done, void *cookie,
-                                  uint64_t started_ns) {
+static authz_pending *pending_new(session *s, const authz_query *q, const char *host,
+                                  const policy_verdict *v, pending_kind kind, authz_done_fn done,
+                                  void *cookie, uint64_t started_ns) {
     authz_pending *p = calloc(1, sizeof(*p));
 
     if (p == NULL) {
@@ -278,7 +336,7 @@ static authz_pending *pending_new(session *s, const authz_query *q, const policy
     p->done = done;
     p->cookie = cookie;
     p->kind = kind;
-    subject_from_query(q, &p->subject);
+    subject_from_query(q, host, &p->subject);
     memcpy(p->decided_by, v->decided_by, sizeof(p->decided_by));
     p->decided_by[sizeof(p->decided_by) - 1] = '\0';
     p->audit = v->audit;
@@ -351,13 +409,23 @@ authz_status authz_begin(session *s, const authz_query *q, authz_done_fn done, v
     authz_pending *p;
     char decision[32];
     const struct ucred *peer = session_peer(s);
+    struct hostbind_entry *binding;
 
-    decide(s, q, &req, &v);
-    log_decision(s, q, v.action, v.decided_by);
+    if (q->binding != NULL) {
+        *q->binding = NULL;
+    }
+    decide_with_bindings(s, q, &req, &v, &binding);
+    log_decision(s, q, req.host, v.action, v.decided_by);
+    if (q->verdict != NULL) {
+        *q->verdict = v;
+    }
 
     switch (v.action) {
     case POLICY_ALLOW:
-        audit_immediate(s, q, &v, "allow", v.decided_by, PROTO_OK, started);
+        audit_immediate(s, q, &req, &v, "allow", v.decided_by, PROTO_OK, started);
+        if (q->binding != NULL) {
+            *q->binding = binding;
+        }
         *result = PROTO_OK;
         if (q->data_path != NULL) {
             *q->data_path = v.data_path;
@@ -366,12 +434,12 @@ authz_status authz_begin(session *s, const authz_query *q, authz_done_fn done, v
 
     case POLICY_DENY:
         *result = refusal_error(&v);
-        audit_immediate(s, q, &v, "deny", v.decided_by, *result, started);
+        audit_immediate(s, q, &req, &v, "deny", v.decided_by, *result, started);
         if (v.deny_delay_ms == 0 || at_pending_limit(s)) {
             return AUTHZ_DECIDED;
         }
         /* A tarpit: the refusal is reported once the delay is over. */
-        p = pending_new(s, q, &v, PENDING_DELAY, done, cookie, started);
+        p = pending_new(s, q, req.host, &v, PENDING_DELAY, done, cookie, started);
         if (p == NULL) {
             return AUTHZ_DECIDED;
         }
@@ -400,10 +468,10 @@ authz_status authz_begin(session *s, const authz_query *q, authz_done_fn done, v
                               "session %" PRIu64 " tenant %s: %s would prompt (%s) but the tenant "
                               "is at its limit of pending operations",
                               session_id(s), req.tenant, policy_op_name(q->op), v.decided_by);
-        audit_immediate(s, q, &v, "deny", "limit:pending_ops", *result, started);
+        audit_immediate(s, q, &req, &v, "deny", "limit:pending_ops", *result, started);
         return AUTHZ_DECIDED;
     }
-    p = pending_new(s, q, &v, PENDING_PROMPT, done, cookie, started);
+    p = pending_new(s, q, req.host, &v, PENDING_PROMPT, done, cookie, started);
     memset(&question, 0, sizeof(question));
     question.req = &req;
     question.verdict = &v;
@@ -414,7 +482,7 @@ authz_status authz_begin(session *s, const authz_query *q, authz_done_fn done, v
     if (p != NULL &&
         prompt_ask(server_broker(session_server(s)), &question, on_prompt_done, p, &waiter, &now)) {
         p->waiter = waiter;
-        audit_immediate(s, q, &v, "prompt", v.decided_by, PROTO_OK, started);
+        audit_immediate(s, q, &req, &v, "prompt", v.decided_by, PROTO_OK, started);
         *pending = p;
         return AUTHZ_PENDING;
     }
@@ -440,7 +508,7 @@ authz_status authz_begin(session *s, const authz_query *q, authz_done_fn done, v
     }
     snprintf(decision, sizeof(decision), "%s-%s", prompt_outcome_name(now.outcome),
              policy_action_name(now.action));
-    audit_immediate(s, q, &v, decision, v.decided_by, *result, started);
+    audit_immediate(s, q, &req, &v, decision, v.decided_by, *result, started);
     return AUTHZ_DECIDED;
 }
 

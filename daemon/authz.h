@@ -29,6 +29,12 @@
 #include "proto.h"
 #include "session.h"
 
+struct hostbind_entry;
+
+/* Most name bindings one connect or send is decided with: an address that
+ * many names resolve to (a CDN) is tried with its newest names only. */
+#define AUTHZ_MAX_BOUND_NAMES 8
+
 /* One question about an operation of a session's resource. */
 typedef struct authz_query {
     policy_op op;
@@ -37,12 +43,28 @@ typedef struct authz_query {
     bool local_port_ephemeral; /* the kernel chose local's port (bound to port 0) */
     const proto_addr *remote;  /* the other end, or NULL */
     uint32_t handle;           /* the resource asking (for logs) */
+    /* lookup: the normalised name. NULL for every other operation: for
+     * tcp.connect, udp.connect and udp.send the host is found from the
+     * tenant's name bindings of `remote` (lookup.h). */
+    const char *host;
+    /* Optional out: for a connect or send allowed at once with a name
+     * binding, that binding (borrowed: pin it to keep it, see hostbind.h),
+     * else NULL. */
+    struct hostbind_entry **binding;
+    /* Optional out: the verdict the decision was made with. */
+    policy_verdict *verdict;
     /* Optional out: where an allowed connection's bytes flow (the deciding
      * rule's allow.data_path), written only when the answer is allow, also
      * when it comes later: the pointee must live until then (a field of
      * the asking socket). */
     policy_data_path *data_path;
 } authz_query;
+
+/* Name bindings (both ways of asking): a connect or send to an address the
+ * daemon resolved for this tenant is decided once per bound name (newest
+ * first, at most AUTHZ_MAX_BOUND_NAMES), and the first name that allows
+ * wins, else the first that prompts, else the first refusal. A literal
+ * address nobody looked up has no host, so `host` rules never match it. */
 
 /* Decides at once with the session's tenant and the server's current
  * policy. Returns PROTO_OK when the operation may proceed, otherwise the

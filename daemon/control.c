@@ -32,6 +32,16 @@
 /* Reads per wakeup of one connection (fairness against a fast sender). */
 #define CONTROL_READS_PER_WAKEUP 4
 
+/* Reads that discard what a refused peer sent before it is closed: a
+ * command line or two; a peer that sends more only loses the reason. */
+#define CONTROL_REFUSAL_DRAIN_READS 8
+
+/* Steps of one explanation that are shown in full. A file of thousands of
+ * rules would otherwise fill CONTROL_OUTPUT_MAX with rules that did not
+ * match; 500 lines of at most a few hundred bytes stay far below it, and
+ * the matching steps are always shown. */
+#define CONTROL_EXPLAIN_STEPS_MAX 500
+
 /* Initial output buffer; grows by doubling up to CONTROL_OUTPUT_MAX. */
 #define CONTROL_OUTPUT_INITIAL 4096u
 
@@ -334,11 +344,25 @@ static const char *outcome_name(policy_explain_outcome o) {
     return "?";
 }
 
+/* An explanation being written to a connection. */
+typedef struct explain_output {
+    ctl_conn *c;
+    size_t shown, omitted;
+} explain_output;
+
 static void explain_step(void *opaque, const policy_explain_step *step) {
-    ctl_conn *c = opaque;
+    explain_output *x = opaque;
+    ctl_conn *c = x->c;
     char line[CTL_LINE_MAX], num[32];
     size_t len = 0;
 
+    /* Past the cap only the steps that matched are shown: the decider
+     * and the guards and shadow rules that took note. */
+    if (x->shown >= CONTROL_EXPLAIN_STEPS_MAX && step->outcome == POLICY_EXPLAIN_NO_MATCH) {
+        x->omitted++;
+        return;
+    }
+    x->shown++;
     line[0] = '\0';
     ctl_append(line, sizeof(line), &len, "step");
     ctl_append_value(line, sizeof(line), &len, "decider", step->decider);
@@ -362,6 +386,7 @@ static bool op_is_local(policy_op op) {
 /* explain TENANT OP ADDRESS[:PORT] [local=ADDRESS[:PORT]] [host=NAME] [implicit]
  * (for lookup, ADDRESS is the name). */
 static void cmd_explain(ctl_conn *c, int argc, char **argv) {
+    explain_output x = {c, 0, 0};
     policy_request req;
     policy_verdict v;
     policy_endpoint *target;
@@ -413,7 +438,10 @@ static void cmd_explain(ctl_conn *c, int argc, char **argv) {
         conn_send(c, "error: the host name is too long");
         return;
     }
-    authz_explain(c->ctl->srv, &req, explain_step, c, &v);
+    authz_explain(c->ctl->srv, &req, explain_step, &x, &v);
+    if (x.omitted > 0) {
+        conn_sendf(c, "steps-omitted count=%zu", x.omitted);
+    }
 
     line[0] = '\0';
     ctl_append(line, sizeof(line), &len, "decision");
@@ -680,6 +708,15 @@ static void refuse_peer(int fd, const struct ucred *peer, const char *why) {
     if (n > 0) {
         (void)send(fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1,
                    MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    /* A command the peer already sent must not turn the close into a reset
+     * (Linux resets a Unix stream closed with unread data), or the peer
+     * would never read why. */
+    for (int i = 0; i < CONTROL_REFUSAL_DRAIN_READS; i++) {
+        char sink[512];
+        if (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0) {
+            break;
+        }
     }
     close(fd);
 }

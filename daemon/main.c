@@ -18,6 +18,7 @@
 
 #include "control.h"
 #include "log.h"
+#include "lookup.h"
 #include "policy.h"
 #include "sdnotify.h"
 #include "server.h"
@@ -413,6 +414,7 @@ int main(int argc, char **argv) {
         return check_policy_file(d.opts.check_policy);
     }
     raise_descriptor_limit();
+    lookup_configure_thread_pool();
 
     pol = load_initial_policy(&d.opts);
     if (pol == NULL) {

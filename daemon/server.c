@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "lookup.h"
 #include "session.h"
 #include "unixsock.h"
 
@@ -33,6 +34,7 @@ struct server {
     char policy_path[PATH_MAX]; /* "" for the built-in default policy */
     char logs_dir[PATH_MAX];
     unsigned reloads_ok, reloads_failed;
+    uint64_t policy_generation; /* counts policy installs (decision caches) */
 
     int listen_fd;
     uv_poll_t listen_poll;
@@ -88,6 +90,10 @@ policy_ref *server_policy_ref(const server *s) {
     return s->pol;
 }
 
+uint64_t server_policy_generation(const server *s) {
+    return s->policy_generation;
+}
+
 prompt_broker *server_broker(const server *s) {
     return s->broker;
 }
@@ -116,6 +122,7 @@ static void install_policy_ref(server *s, policy_ref *fresh) {
     policy_ref *old = s->pol;
 
     s->pol = fresh;
+    s->policy_generation++;
     prompt_broker_set_policy(s->broker, fresh);
     policy_ref_put(old);
 }
@@ -503,6 +510,7 @@ void server_tenant_usage_release(server *s, tenant_usage *u) {
             break;
         }
     }
+    lookup_tenant_dns_free(u->dns);
     free(u);
 }
 
@@ -548,6 +556,7 @@ void server_free(server *s) {
     unixsock_unlink(&s->file);
     while (s->tenants != NULL) {
         tenant_usage *next = s->tenants->next;
+        lookup_tenant_dns_free(s->tenants->dns);
         free(s->tenants);
         s->tenants = next;
     }

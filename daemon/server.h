@@ -49,6 +49,7 @@
 
 typedef struct server server;
 struct session;
+struct tenant_dns;
 
 /* Usage counters of one tenant, shared by all its sessions: the tenant's
  * policy limits (policy_tenant_limits) apply across sessions. */
@@ -58,6 +59,10 @@ typedef struct tenant_usage {
     unsigned sockets;     /* open sockets of every kind */
     unsigned listeners;   /* sockets listening or starting to listen */
     unsigned pending_ops; /* operations still in progress: kernel connects, prompts, delays */
+
+    /* Name bindings and lookups in flight (lookup.h); NULL until the first
+     * lookup. Freed with the counters. */
+    struct tenant_dns *dns;
     struct tenant_usage *next;
 } tenant_usage;
 
@@ -141,6 +146,11 @@ struct session *server_session_at(const server *s, size_t i);
 
 /* The tenants with at least one session (a list linked by `next`). */
 const tenant_usage *server_tenant_usages(const server *s);
+
+/* A number that changes whenever server_set_policy installs a policy: a
+ * cache of policy decisions compares it to know when it is stale (a freed
+ * policy's address may be reused by the next one). */
+uint64_t server_policy_generation(const server *s);
 
 uv_loop_t *server_loop(const server *s);
 

@@ -20,8 +20,10 @@
 #include "authz.h"
 #include "handles.h"
 #include "log.h"
+#include "lookup.h"
 #include "policy.h"
 #include "tcp.h"
+#include "udp.h"
 
 /* Initial output buffer: room for a few dozen replies; it grows by
  * doubling up to SESSION_OUTPUT_MAX only for clients that read slowly. */
@@ -598,6 +600,24 @@ static void handle_message(session *s, const proto_msg *m) {
     case PROTO_TCP_REMOTE_ADDRESS:
     case PROTO_TCP_STREAM:
         tcp_handle_request(s, m);
+        return;
+    case PROTO_UDP_CREATE:
+    case PROTO_UDP_BIND:
+    case PROTO_UDP_FINISH_BIND:
+    case PROTO_UDP_STREAM:
+    case PROTO_UDP_CONNECT:
+    case PROTO_UDP_DISCONNECT:
+    case PROTO_UDP_SEND_CHECK:
+    case PROTO_UDP_GET_OPTION:
+    case PROTO_UDP_SET_OPTION:
+    case PROTO_UDP_LOCAL_ADDRESS:
+    case PROTO_UDP_REMOTE_ADDRESS:
+    case PROTO_UDP_DROP:
+        udp_handle_request(s, m);
+        return;
+    case PROTO_RESOLVE:
+    case PROTO_RESOLVE_DROP:
+        lookup_handle_request(s, m);
         return;
     default:
         /* A request the codec knows but this daemon does not serve. */

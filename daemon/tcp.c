@@ -23,6 +23,7 @@
 
 #include "authz.h"
 #include "errmap.h"
+#include "hostbind.h"
 #include "log.h"
 #include "relay.h"
 #include "sockrules.h"
@@ -116,6 +117,9 @@ typedef struct tcp_sock {
     held_conn *held;
     unsigned held_count;
 
+    /* The name binding a connect was allowed through, pinned while the
+     * socket lives (dns.keep_while_open), or NULL. */
+    struct hostbind_entry *binding;
     /* Where the connection's bytes flow: the connect rule's allow.data_path.
      * Handoff passes the socket itself to the client instead of relay
      * pipes; once it is handed out, the daemon closes its copy (fd -1) and
@@ -343,6 +347,10 @@ static void tcp_destroy(resource *r) {
     if (t->authz != NULL) {
         authz_cancel(t->authz);
         t->authz = NULL;
+    }
+    if (t->binding != NULL) {
+        hostbind_unpin(t->binding);
+        t->binding = NULL;
     }
     while (t->held != NULL) {
         held_conn *h = t->held;
@@ -746,6 +754,7 @@ static void start_kernel_connect(tcp_sock *t) {
 }
 
 static void ask_connect(tcp_sock *t) {
+    struct hostbind_entry *binding = NULL;
     proto_addr local;
     authz_query q;
 
@@ -754,8 +763,13 @@ static void ask_connect(tcp_sock *t) {
     q.op = POLICY_OP_TCP_CONNECT;
     q.local = t->has_local && local_address(t, &local) == 0 ? &local : NULL;
     q.remote = &t->op_addr;
+    q.binding = &binding; /* set when allowed at once through a name binding */
     q.data_path = &t->data_path;
     ask(t, STEP_CONNECT, &q);
+    if (binding != NULL && !t->destroyed && t->binding == NULL) {
+        hostbind_pin(binding);
+        t->binding = binding;
+    }
 }
 
 static void handle_connect(session *s, const proto_msg *req) {

@@ -43,6 +43,9 @@ enum field_id {
     F_VALUE,
     F_CODE,
     F_DETAIL,
+    F_NAME,
+    F_RESULT,
+    F_HAS_REMOTE,
     F_COUNT
 };
 
@@ -97,13 +100,21 @@ static const struct field_desc field_table[F_COUNT] = {
     /* A stream error is always a WASI error code, never success. */
     [F_CODE] = RANGED_FIELD(code, PROTO_E_UNKNOWN, PROTO_E_LAST_WASI),
     [F_DETAIL] = STRING_FIELD(detail),
+    [F_NAME] = STRING_FIELD(name),
+    /* A lookup's result: success (0) or a WASI error code. */
+    [F_RESULT] = RANGED_FIELD(result, PROTO_OK, PROTO_E_LAST_WASI),
+    [F_HAS_REMOTE] = RANGED_FIELD(has_remote, 0, 1),
 };
 
 _Static_assert(sizeof(MEMBER(tenant)) == PROTO_TENANT_MAX + 1, "tenant limit");
 _Static_assert(sizeof(MEMBER(token)) == PROTO_TOKEN_MAX + 1, "token limit");
 _Static_assert(sizeof(MEMBER(detail)) == PROTO_DETAIL_MAX + 1, "detail limit");
+_Static_assert(sizeof(MEMBER(name)) == PROTO_NAME_MAX + 1, "name limit");
 /* String lengths travel as u16. */
 _Static_assert(PROTO_TOKEN_MAX <= UINT16_MAX, "string limits fit a u16 length");
+_Static_assert(PROTO_NAME_MAX <= UINT16_MAX, "string limits fit a u16 length");
+/* The longest message (RESOLVE with a name at its limit) fits a frame. */
+_Static_assert(2 + PROTO_NAME_MAX <= PROTO_MAX_PAYLOAD, "a name fits a frame");
 
 /* ---- the message catalogue ------------------------------------------------- */
 
@@ -148,8 +159,25 @@ struct message_desc {
     REQUEST(TCP_LOCAL_ADDRESS, FIELDS(F_HANDLE), FIELDS(F_ADDR), 0)                                \
     REQUEST(TCP_REMOTE_ADDRESS, FIELDS(F_HANDLE), FIELDS(F_ADDR), 0)                               \
     REQUEST(TCP_STREAM, FIELDS(F_HANDLE, F_DIRECTION), NO_FIELDS, 1)                               \
+    REQUEST(UDP_CREATE, FIELDS(F_FAMILY), FIELDS(F_NEW_HANDLE), 1)                                 \
+    REQUEST(UDP_BIND, FIELDS(F_HANDLE, F_ADDR), NO_FIELDS, 0)                                      \
+    REQUEST(UDP_FINISH_BIND, FIELDS(F_HANDLE), NO_FIELDS, 0)                                       \
+    REQUEST(UDP_STREAM, FIELDS(F_HANDLE, F_HAS_REMOTE, F_ADDR), NO_FIELDS, 0)                      \
+    REQUEST(UDP_CONNECT, FIELDS(F_HANDLE, F_ADDR), NO_FIELDS, 0)                                   \
+    REQUEST(UDP_DISCONNECT, FIELDS(F_HANDLE), NO_FIELDS, 0)                                        \
+    REQUEST(UDP_SEND_CHECK, FIELDS(F_HANDLE, F_ADDR), NO_FIELDS, 0)                                \
+    REQUEST(UDP_GET_OPTION, FIELDS(F_HANDLE, F_OPTION), FIELDS(F_VALUE), 0)                        \
+    REQUEST(UDP_SET_OPTION, FIELDS(F_HANDLE, F_OPTION, F_VALUE), NO_FIELDS, 0)                     \
+    REQUEST(UDP_LOCAL_ADDRESS, FIELDS(F_HANDLE), FIELDS(F_ADDR), 0)                                \
+    REQUEST(UDP_REMOTE_ADDRESS, FIELDS(F_HANDLE), FIELDS(F_ADDR), 0)                               \
+    REQUEST(UDP_DROP, FIELDS(F_HANDLE), NO_FIELDS, 0)                                              \
+    REQUEST(RESOLVE, FIELDS(F_NAME), FIELDS(F_NEW_HANDLE), 0)                                      \
+    REQUEST(RESOLVE_DROP, FIELDS(F_HANDLE), NO_FIELDS, 0)                                          \
     EVENT(EV_READY, FIELDS(F_HANDLE, F_READY))                                                     \
-    EVENT(EV_STREAM_ERROR, FIELDS(F_HANDLE, F_DIRECTION, F_CODE))
+    EVENT(EV_STREAM_ERROR, FIELDS(F_HANDLE, F_DIRECTION, F_CODE))                                  \
+    EVENT(EV_DATAGRAM_ERROR, FIELDS(F_HANDLE, F_CODE))                                             \
+    EVENT(EV_RESOLVE_ADDRESS, FIELDS(F_HANDLE, F_ADDR))                                            \
+    EVENT(EV_RESOLVE_DONE, FIELDS(F_HANDLE, F_RESULT))
 
 #define REQUEST_ENTRY(name, request, result, fds)                                                  \
     {PROTO_##name, false, #name, #name " reply", request, result, fds},
@@ -749,4 +777,72 @@ void proto_addr_set_v6(proto_addr *a, const uint8_t ip[16], uint16_t port, uint3
     memcpy(a->ip, ip, ADDR_V6_BYTES);
     a->flow_info = flow_info;
     a->scope_id = scope_id;
+}
+
+/* ---- datagram channel header ----------------------------------------------- */
+
+/* Offsets in the header (PROTO_DGRAM_HEADER_SIZE bytes). */
+#define DGRAM_FAMILY    0
+#define DGRAM_RESERVED  1
+#define DGRAM_PORT      2
+#define DGRAM_FLOW_INFO 4
+#define DGRAM_SCOPE_ID  8
+#define DGRAM_IP        12
+_Static_assert(DGRAM_IP + ADDR_V6_BYTES == PROTO_DGRAM_HEADER_SIZE, "header layout");
+
+static void store_le(uint8_t *p, uint64_t v, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+void proto_dgram_header_encode(const proto_addr *a, uint8_t out[PROTO_DGRAM_HEADER_SIZE]) {
+    memset(out, 0, PROTO_DGRAM_HEADER_SIZE);
+    if (a == NULL || (a->family != PROTO_IPV4 && a->family != PROTO_IPV6)) {
+        out[DGRAM_FAMILY] = PROTO_DGRAM_NO_ADDRESS;
+        return;
+    }
+    out[DGRAM_FAMILY] = a->family;
+    store_le(out + DGRAM_PORT, a->port, 2);
+    if (a->family == PROTO_IPV4) {
+        memcpy(out + DGRAM_IP, a->ip, ADDR_V4_BYTES);
+        return;
+    }
+    store_le(out + DGRAM_FLOW_INFO, a->flow_info, 4);
+    store_le(out + DGRAM_SCOPE_ID, a->scope_id, 4);
+    memcpy(out + DGRAM_IP, a->ip, ADDR_V6_BYTES);
+}
+
+/* True when every byte of p[0, n) is 0. */
+static bool all_zero(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int proto_dgram_header_decode(const uint8_t *in, size_t len, proto_addr *a) {
+    if (len < PROTO_DGRAM_HEADER_SIZE || in[DGRAM_RESERVED] != 0) {
+        return -EPROTO;
+    }
+    switch (in[DGRAM_FAMILY]) {
+    case PROTO_DGRAM_NO_ADDRESS:
+        return all_zero(in + 1, PROTO_DGRAM_HEADER_SIZE - 1) ? 0 : -EPROTO;
+    case PROTO_IPV4:
+        /* One spelling per address: nothing but the port and four bytes. */
+        if (!all_zero(in + DGRAM_FLOW_INFO, DGRAM_IP - DGRAM_FLOW_INFO) ||
+            !all_zero(in + DGRAM_IP + ADDR_V4_BYTES, ADDR_V6_BYTES - ADDR_V4_BYTES)) {
+            return -EPROTO;
+        }
+        proto_addr_set_v4(a, in + DGRAM_IP, (uint16_t)load_le(in + DGRAM_PORT, 2));
+        return 1;
+    case PROTO_IPV6:
+        proto_addr_set_v6(a, in + DGRAM_IP, (uint16_t)load_le(in + DGRAM_PORT, 2),
+                          (uint32_t)load_le(in + DGRAM_FLOW_INFO, 4),
+                          (uint32_t)load_le(in + DGRAM_SCOPE_ID, 4));
+        return 1;
+    }
+    return -EPROTO;
 }

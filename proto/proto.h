@@ -50,6 +50,13 @@
 #define PROTO_TOKEN_MAX 512
 #define PROTO_DETAIL_MAX 256
 
+/* Name lookup: bytes of the name a client asks to resolve, as sent (UTF-8,
+ * before IDNA). A DNS name is at most 253 bytes in its ASCII form; a Unicode
+ * name converts to at most that, and its UTF-8 spelling (up to four bytes a
+ * character) fits in 1024 with room to spare. Anything longer cannot be a
+ * valid name and is refused by the client before it is sent. */
+#define PROTO_NAME_MAX 1024
+
 /* Message types. Numbers are grouped by purpose in blocks of 0x100 so new
  * messages of one kind stay together; a number is never reused. */
 typedef enum proto_type {
@@ -72,9 +79,30 @@ typedef enum proto_type {
     PROTO_TCP_REMOTE_ADDRESS = 0x010b,
     PROTO_TCP_STREAM = 0x010c,    /* 0.3 send/receive: one descriptor per direction */
 
+    /* UDP requests */
+    PROTO_UDP_CREATE = 0x0200,         /* reply carries the datagram channel */
+    PROTO_UDP_BIND = 0x0201,           /* 0.2 start-bind; 0.3 bind = BIND + FINISH_BIND */
+    PROTO_UDP_FINISH_BIND = 0x0202,    /* 0.2 finish-bind */
+    PROTO_UDP_STREAM = 0x0203,         /* 0.2 stream(remote?): (re)associate */
+    PROTO_UDP_CONNECT = 0x0204,        /* 0.3 connect (implicit bind) */
+    PROTO_UDP_DISCONNECT = 0x0205,     /* 0.3 disconnect */
+    PROTO_UDP_SEND_CHECK = 0x0206,     /* approve a datagram destination (implicit bind) */
+    PROTO_UDP_GET_OPTION = 0x0207,
+    PROTO_UDP_SET_OPTION = 0x0208,
+    PROTO_UDP_LOCAL_ADDRESS = 0x0209,
+    PROTO_UDP_REMOTE_ADDRESS = 0x020a,
+    PROTO_UDP_DROP = 0x020b,
+
+    /* name lookup requests */
+    PROTO_RESOLVE = 0x0300,      /* resolve-addresses(name) */
+    PROTO_RESOLVE_DROP = 0x0301, /* drop a resolve-address-stream */
+
     /* events: daemon -> client, id 0, never answered */
     PROTO_EV_READY = 0x4001,        /* a resource's pollable changed readiness */
     PROTO_EV_STREAM_ERROR = 0x4002, /* the relay of a connection ended with an error */
+    PROTO_EV_DATAGRAM_ERROR = 0x4003,  /* a datagram from the channel could not be sent */
+    PROTO_EV_RESOLVE_ADDRESS = 0x4004, /* one address of a finished lookup */
+    PROTO_EV_RESOLVE_DONE = 0x4005,    /* a lookup finished: its result */
 
     /* replies: request type | PROTO_REPLY */
     PROTO_REPLY = 0x8000,
@@ -146,7 +174,29 @@ enum proto_tcp_option {
     PROTO_OPT_SEND_BUFFER_SIZE = 7,
     PROTO_OPT_LISTEN_BACKLOG_SIZE = 8,   /* set only */
     PROTO_OPT_IS_LISTENING = 9,          /* get only: 0/1 */
+    /* UDP_GET_OPTION only: datagrams the daemon dropped on this socket's
+     * channel (malformed header, refused destination, too large). */
+    PROTO_OPT_DATAGRAMS_DROPPED = 10,
 };
+
+/* UDP_GET_OPTION / UDP_SET_OPTION use the ids above: PROTO_OPT_HOP_LIMIT is
+ * the unicast hop limit, the buffer sizes are the socket's, and
+ * PROTO_OPT_DATAGRAMS_DROPPED is UDP's own. */
+
+/* The datagram channel (PROTOCOL.md section 13): one SOCK_SEQPACKET message
+ * per datagram, this header then the payload. Integers little-endian.
+ *   u8  family     0 IPv4, 1 IPv6, PROTO_DGRAM_NO_ADDRESS: none (client to
+ *                  daemon only: the socket's connected peer)
+ *   u8  reserved   0
+ *   u16 port
+ *   u32 flow_info  IPv6 only, else 0
+ *   u32 scope_id   IPv6 only, else 0
+ *   u8  ip[16]     network order; IPv4 in ip[0..3], the rest 0 */
+#define PROTO_DGRAM_HEADER_SIZE 28
+#define PROTO_DGRAM_NO_ADDRESS 0xff
+/* Largest UDP payload WASI allows (the 16-bit length field). */
+#define PROTO_DGRAM_MAX_PAYLOAD 65535
+#define PROTO_DGRAM_MAX_MESSAGE (PROTO_DGRAM_HEADER_SIZE + PROTO_DGRAM_MAX_PAYLOAD)
 
 /* A socket address as it travels: family, port, address bytes in network
  * order (IPv4 uses ip[0..3]), and the IPv6 flow info and scope id.
@@ -187,13 +237,16 @@ typedef struct proto_msg {
     uint8_t ready;       /* EV_READY: 0/1 */
     uint8_t more;        /* TCP_ACCEPT reply: another connection is waiting */
     uint16_t option;     /* enum proto_tcp_option */
-    uint16_t code;       /* EV_STREAM_ERROR: proto_err */
+    uint16_t code;       /* EV_STREAM_ERROR, EV_DATAGRAM_ERROR: proto_err */
+    uint16_t result;     /* EV_RESOLVE_DONE: proto_err, 0 = success */
+    uint8_t has_remote;  /* UDP_STREAM: 0/1, whether addr is the remote to associate */
     uint64_t value;      /* option values */
     proto_addr addr;
 
     char tenant[PROTO_TENANT_MAX + 1];
     char token[PROTO_TOKEN_MAX + 1];
     char detail[PROTO_DETAIL_MAX + 1]; /* error replies */
+    char name[PROTO_NAME_MAX + 1];     /* RESOLVE: the name to look up */
 } proto_msg;
 
 /* Encodes m as one frame into buf (cap bytes). Uses m->type, m->nfds, m->id
@@ -238,5 +291,17 @@ size_t proto_all_types(const uint16_t **types);
 void proto_addr_set_v4(proto_addr *a, const uint8_t ip[4], uint16_t port);
 void proto_addr_set_v6(proto_addr *a, const uint8_t ip[16], uint16_t port,
                        uint32_t flow_info, uint32_t scope_id);
+
+/* The datagram channel header (see PROTO_DGRAM_HEADER_SIZE). Writes exactly
+ * PROTO_DGRAM_HEADER_SIZE bytes: a's address, or "no address" when a is
+ * NULL. */
+void proto_dgram_header_encode(const proto_addr *a, uint8_t out[PROTO_DGRAM_HEADER_SIZE]);
+
+/* Reads a header of `len` bytes (at least PROTO_DGRAM_HEADER_SIZE). Returns 1
+ * and *a for an address, 0 for "no address", or -EPROTO when it is
+ * malformed: a family that is none of the three, a reserved byte that is not
+ * 0, IPv4 with flow_info, scope_id or bytes after ip[3] set, or "no address"
+ * with any other byte set. */
+int proto_dgram_header_decode(const uint8_t *in, size_t len, proto_addr *a);
 
 #endif

@@ -8,6 +8,7 @@ packages=(
   meson ninja-build gcc pkg-config   # build
   libuv1-dev                         # daemon event loop
   libyaml-dev                        # policy files
+  libidn2-dev                        # IDNA for name lookups
   libssl-dev                         # audit hash chain, tokens, TLS
   check libsubunit-dev               # unit and integration tests (Check)
   python3                            # meson itself; the test summary

@@ -91,6 +91,9 @@ enum test_field {
     TF_VALUE,
     TF_CODE,
     TF_DETAIL,
+    TF_NAME,
+    TF_RESULT,
+    TF_HAS_REMOTE,
     TF_COUNT
 };
 
@@ -127,6 +130,9 @@ static const struct test_field_desc test_fields[TF_COUNT] = {
     [TF_VALUE] = TFIELD(value, TK_U64, 0, UINT64_MAX),
     [TF_CODE] = TFIELD(code, TK_U16, 1, 21),
     [TF_DETAIL] = TFIELD(detail, TK_STRING, 0, 256),
+    [TF_NAME] = TFIELD(name, TK_STRING, 0, 1024),
+    [TF_RESULT] = TFIELD(result, TK_U16, 0, 21),
+    [TF_HAS_REMOTE] = TFIELD(has_remote, TK_U8, 0, 1),
 };
 
 #define TEST_SCHEMA_MAX 5
@@ -162,7 +168,24 @@ static const struct test_message test_catalogue[] = {
     {0x010b, "TCP_REMOTE_ADDRESS", false, {TF_HANDLE}, {TF_ADDR}, 0},
     {0x010c, "TCP_STREAM", false, {TF_HANDLE, TF_DIRECTION}, {TF_END}, 1},
     {0x4001, "EV_READY", true, {TF_HANDLE, TF_READY}, {TF_END}, 0},
+    {0x0200, "UDP_CREATE", false, {TF_FAMILY}, {TF_NEW_HANDLE}, 1},
+    {0x0201, "UDP_BIND", false, {TF_HANDLE, TF_ADDR}, {TF_END}, 0},
+    {0x0202, "UDP_FINISH_BIND", false, {TF_HANDLE}, {TF_END}, 0},
+    {0x0203, "UDP_STREAM", false, {TF_HANDLE, TF_HAS_REMOTE, TF_ADDR}, {TF_END}, 0},
+    {0x0204, "UDP_CONNECT", false, {TF_HANDLE, TF_ADDR}, {TF_END}, 0},
+    {0x0205, "UDP_DISCONNECT", false, {TF_HANDLE}, {TF_END}, 0},
+    {0x0206, "UDP_SEND_CHECK", false, {TF_HANDLE, TF_ADDR}, {TF_END}, 0},
+    {0x0207, "UDP_GET_OPTION", false, {TF_HANDLE, TF_OPTION}, {TF_VALUE}, 0},
+    {0x0208, "UDP_SET_OPTION", false, {TF_HANDLE, TF_OPTION, TF_VALUE}, {TF_END}, 0},
+    {0x0209, "UDP_LOCAL_ADDRESS", false, {TF_HANDLE}, {TF_ADDR}, 0},
+    {0x020a, "UDP_REMOTE_ADDRESS", false, {TF_HANDLE}, {TF_ADDR}, 0},
+    {0x020b, "UDP_DROP", false, {TF_HANDLE}, {TF_END}, 0},
+    {0x0300, "RESOLVE", false, {TF_NAME}, {TF_NEW_HANDLE}, 0},
+    {0x0301, "RESOLVE_DROP", false, {TF_HANDLE}, {TF_END}, 0},
     {0x4002, "EV_STREAM_ERROR", true, {TF_HANDLE, TF_DIRECTION, TF_CODE}, {TF_END}, 0},
+    {0x4003, "EV_DATAGRAM_ERROR", true, {TF_HANDLE, TF_CODE}, {TF_END}, 0},
+    {0x4004, "EV_RESOLVE_ADDRESS", true, {TF_HANDLE, TF_ADDR}, {TF_END}, 0},
+    {0x4005, "EV_RESOLVE_DONE", true, {TF_HANDLE, TF_RESULT}, {TF_END}, 0},
 };
 
 static const enum test_field detail_schema[] = {TF_DETAIL, TF_END};
@@ -412,6 +435,8 @@ static const char *first_difference(const proto_msg *a, const proto_msg *b) {
     SAME(more)
     SAME(option)
     SAME(code)
+    SAME(result)
+    SAME(has_remote)
     SAME(value)
     SAME(addr.family)
     SAME(addr.port)
@@ -429,6 +454,9 @@ static const char *first_difference(const proto_msg *a, const proto_msg *b) {
     }
     if (strcmp(a->detail, b->detail) != 0) {
         return "detail";
+    }
+    if (strcmp(a->name, b->name) != 0) {
+        return "name";
     }
     return NULL;
 }
@@ -474,7 +502,7 @@ START_TEST(test_all_types_match_catalogue) {
     size_t n = proto_all_types(&types);
     size_t requests = 0, replies = 0, events = 0;
 
-    ck_assert_uint_eq(n, 32);
+    ck_assert_uint_eq(n, 63);
     for (size_t i = 0; i < n; i++) {
         const struct test_message *tm = test_message_of(types[i]);
         ck_assert_msg(tm != NULL, "unexpected type 0x%04x", types[i]);
@@ -494,9 +522,9 @@ START_TEST(test_all_types_match_catalogue) {
             requests++;
         }
     }
-    ck_assert_uint_eq(requests, 15);
-    ck_assert_uint_eq(replies, 15);
-    ck_assert_uint_eq(events, 2);
+    ck_assert_uint_eq(requests, 29);
+    ck_assert_uint_eq(replies, 29);
+    ck_assert_uint_eq(events, 5);
     /* Conversely, every catalogue entry is listed. */
     for (size_t i = 0; i < ARRAY_SIZE(test_catalogue); i++) {
         bool found = false;
@@ -938,7 +966,7 @@ START_TEST(test_unknown_types) {
             require(proto_type_name((uint16_t)type) == NULL, "type 0x%04x named", type);
         }
     }
-    ck_assert_uint_eq(known, 32);
+    ck_assert_uint_eq(known, 63);
 }
 END_TEST
 
@@ -1054,8 +1082,9 @@ START_TEST(test_enum_ranges) {
             }
         }
     }
-    /* wasi, family x2, op, how, direction x2, ready, more, code */
-    ck_assert_uint_eq(checked, 10);
+    /* wasi, family x2 (TCP) + x1 (UDP), op, how, direction x2, ready, more,
+     * code x2, has_remote, result */
+    ck_assert_uint_eq(checked, 14);
 }
 END_TEST
 
@@ -1225,6 +1254,90 @@ START_TEST(test_err_values) {
     /* An error reply without its detail is truncated. */
     put_le(frame + PROTO_HEADER_SIZE, PROTO_E_TIMEOUT, 2);
     ck_assert_int_eq(proto_decode(frame, PROTO_HEADER_SIZE + 2, &d), -EPROTO);
+}
+END_TEST
+
+/* ---- TCase datagram_header ---------------------------------------------------- */
+
+/* The channel header is laid out as PROTOCOL.md section 13 says and round
+ * trips for both families and "no address". */
+START_TEST(test_dgram_header_layout) {
+    static const uint8_t v4[4] = {192, 0, 2, 7};
+    static const uint8_t v6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9};
+    uint8_t h[PROTO_DGRAM_HEADER_SIZE];
+    proto_addr a, d;
+
+    ck_assert_int_eq(PROTO_DGRAM_HEADER_SIZE, 28);
+    proto_addr_set_v4(&a, v4, 0x1234);
+    proto_dgram_header_encode(&a, h);
+    static const uint8_t expect_v4[PROTO_DGRAM_HEADER_SIZE] = {
+        0x00, 0x00, 0x34, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 192, 0, 2, 7,
+    };
+    ck_assert_mem_eq(h, expect_v4, sizeof(h));
+    memset(&d, 0xa5, sizeof(d));
+    ck_assert_int_eq(proto_dgram_header_decode(h, sizeof(h), &d), 1);
+    ck_assert_uint_eq(d.family, PROTO_IPV4);
+    ck_assert_uint_eq(d.port, 0x1234);
+    ck_assert_mem_eq(d.ip, v4, 4);
+
+    proto_addr_set_v6(&a, v6, 53, 0x01020304, 0x0a0b0c0d);
+    proto_dgram_header_encode(&a, h);
+    static const uint8_t expect_v6_head[12] = {
+        0x01, 0x00, 53, 0, 0x04, 0x03, 0x02, 0x01, 0x0d, 0x0c, 0x0b, 0x0a,
+    };
+    ck_assert_mem_eq(h, expect_v6_head, sizeof(expect_v6_head));
+    ck_assert_mem_eq(h + 12, v6, 16);
+    ck_assert_int_eq(proto_dgram_header_decode(h, sizeof(h), &d), 1);
+    ck_assert_uint_eq(d.family, PROTO_IPV6);
+    ck_assert_uint_eq(d.port, 53);
+    ck_assert_uint_eq(d.flow_info, 0x01020304);
+    ck_assert_uint_eq(d.scope_id, 0x0a0b0c0d);
+    ck_assert_mem_eq(d.ip, v6, 16);
+
+    proto_dgram_header_encode(NULL, h);
+    ck_assert_uint_eq(h[0], PROTO_DGRAM_NO_ADDRESS);
+    for (size_t i = 1; i < sizeof(h); i++) {
+        ck_assert_uint_eq(h[i], 0);
+    }
+    ck_assert_int_eq(proto_dgram_header_decode(h, sizeof(h), &d), 0);
+}
+END_TEST
+
+/* Every single-byte change that breaks the one-spelling rule is refused,
+ * and a short header is refused. */
+START_TEST(test_dgram_header_malformed) {
+    static const uint8_t v4[4] = {127, 0, 0, 1};
+    uint8_t h[PROTO_DGRAM_HEADER_SIZE], bad[PROTO_DGRAM_HEADER_SIZE];
+    proto_addr a, d;
+    unsigned refused = 0;
+
+    proto_addr_set_v4(&a, v4, 9);
+    proto_dgram_header_encode(&a, h);
+    ck_assert_int_eq(proto_dgram_header_decode(h, sizeof(h) - 1, &d), -EPROTO);
+    ck_assert_int_eq(proto_dgram_header_decode(h, 0, &d), -EPROTO);
+    /* Family bytes other than 0, 1 and 0xff. */
+    for (unsigned f = 2; f < 0xff; f++) {
+        memcpy(bad, h, sizeof(h));
+        bad[0] = (uint8_t)f;
+        require(proto_dgram_header_decode(bad, sizeof(bad), &d) == -EPROTO, "family %u", f);
+    }
+    /* IPv4: the reserved byte, flow info, scope id and ip[4..15] must be 0. */
+    for (size_t i = 1; i < sizeof(h); i++) {
+        bool must_be_zero = i == 1 || (i >= 4 && i < 12) || i >= 16;
+        memcpy(bad, h, sizeof(h));
+        bad[i] ^= 0x40;
+        int rc = proto_dgram_header_decode(bad, sizeof(bad), &d);
+        require(rc == (must_be_zero ? -EPROTO : 1), "v4 byte %zu: %d", i, rc);
+        refused += rc < 0;
+    }
+    ck_assert_uint_eq(refused, 1 + 8 + 12);
+    /* "No address" with any other byte set. */
+    proto_dgram_header_encode(NULL, h);
+    for (size_t i = 1; i < sizeof(h); i++) {
+        memcpy(bad, h, sizeof(h));
+        bad[i] = 1;
+        require(proto_dgram_header_decode(bad, sizeof(bad), &d) == -EPROTO, "none byte %zu", i);
+    }
 }
 END_TEST
 
@@ -1502,6 +1615,11 @@ static Suite *proto_suite(void) {
     tcase_add_test(tc, test_err_values);
     /* Exhaustive over 16-bit values: give sanitizer builds room. */
     tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("datagram_header");
+    tcase_add_test(tc, test_dgram_header_layout);
+    tcase_add_test(tc, test_dgram_header_malformed);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("encoder");

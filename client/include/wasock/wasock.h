@@ -25,7 +25,8 @@
  * - One wasock_client may be used from several threads at once: requests are
  *   serialised on the connection under an internal mutex, and replies are
  *   matched to their callers by request id.
- * - One resource (wasock_tcp) must not be used from two threads at once.
+ * - One resource (wasock_tcp, wasock_udp, wasock_resolve) must not be used
+ *   from two threads at once.
  * - A resource must not be used after its drop, nor after
  *   wasock_client_close() of its client.
  * - A thread waiting for its reply reads the connection itself when no other
@@ -331,6 +332,162 @@ WASOCK_API wasock_err wasock_tcp_listen(wasock_tcp *s);
  * with wasock_tcp_shutdown. */
 WASOCK_API wasock_err wasock_tcp_send(wasock_tcp *s, int *output_fd);
 WASOCK_API wasock_err wasock_tcp_receive(wasock_tcp *s, int *input_fd);
+
+/* --------------------------------------------------------------------- UDP */
+
+typedef struct wasock_udp wasock_udp;
+
+/* One datagram. Outgoing: data/len are the caller's; remote is the
+ * destination when has_remote (else the socket's connected peer). Incoming
+ * (wasock_udp_receive): data points into the caller's buffer, remote is the
+ * source and has_remote is true. */
+typedef struct wasock_datagram {
+    const uint8_t *data;
+    size_t len;
+    wasock_addr remote;
+    bool has_remote;
+} wasock_datagram;
+
+/* Largest datagram WASI allows. The kernel's limit is lower (65507 bytes of
+ * payload over IPv4, 65527 over IPv6): larger ones are DATAGRAM_TOO_LARGE. */
+#define WASOCK_DATAGRAM_MAX 65535
+
+/* How many datagrams one check_send permits (0.2): as many as the daemon
+ * batches per system call. */
+#define WASOCK_UDP_SEND_PERMITS 32
+
+/* create-udp-socket. *out is owned by the caller until wasock_udp_drop (or
+ * wasock_client_close). ACCESS_DENIED when the policy allows no UDP for this
+ * tenant, NEW_SOCKET_LIMIT at the tenant's socket limit, INVALID_ARGUMENT
+ * (locally) for a family that is neither IPv4 nor IPv6.
+ *
+ * How datagrams travel: each socket has a datagram channel to the daemon
+ * (wasock_udp_fd). Sends are written to it and the daemon sends them on the
+ * network; received datagrams arrive on it. A destination is approved by
+ * the daemon (policy udp.send) the first time the socket sends to it, in a
+ * round trip inside wasock_udp_send, so a refusal is that call's result;
+ * later datagrams to an approved destination cost no round trip. Errors the
+ * daemon meets afterwards (an ICMP error, a policy reloaded to refuse the
+ * destination) are reported by the socket's next wasock_udp_send, which then
+ * sends nothing (as Linux reports an earlier ICMP error on the next send). */
+WASOCK_API wasock_err wasock_udp_create(wasock_client *c, wasock_family f, wasock_udp **out);
+
+/* 0.2 shape. start_bind checks the arguments and state; the policy's and
+ * the kernel's answer (ACCESS_DENIED, ADDRESS_IN_USE, ...) comes from
+ * finish_bind, as for TCP. */
+WASOCK_API wasock_err wasock_udp_start_bind(wasock_udp *u, const wasock_addr *local);
+WASOCK_API wasock_err wasock_udp_finish_bind(wasock_udp *u);
+
+/* 0.2 stream(remote): (re)associates a bound socket with remote (NULL:
+ * dissociates) and creates a fresh pair of datagram streams, which
+ * receive/check_send/send then use. The previous pair must have been dropped
+ * first (wasock_udp_incoming_drop and _outgoing_drop): otherwise TRAP. While
+ * associated, datagrams from other sources are not delivered. A failure
+ * after the dissociation (ACCESS_DENIED, a kernel error) leaves the socket
+ * bound and unassociated. */
+WASOCK_API wasock_err wasock_udp_stream(wasock_udp *u, const wasock_addr *remote);
+/* The host dropped the incoming-datagram-stream / outgoing-datagram-stream
+ * resource of the current pair. Local; no round trip. */
+WASOCK_API void wasock_udp_incoming_drop(wasock_udp *u);
+WASOCK_API void wasock_udp_outgoing_drop(wasock_udp *u);
+
+/* Receives up to max datagrams that are waiting, never blocking: *n == 0
+ * means none is there (never WOULD_BLOCK). out has room for max entries;
+ * payloads are copied back to back into buf (buflen bytes, at least
+ * WASOCK_DATAGRAM_MAX, else INVALID_ARGUMENT), each out[i].data pointing
+ * into it; a datagram that does not fit in what is left of buf stays queued
+ * for the next call. 0.2: needs a live incoming stream (else
+ * INVALID_STATE); 0.3: needs a bound socket (else INVALID_STATE). */
+WASOCK_API wasock_err wasock_udp_receive(wasock_udp *u, uint64_t max, wasock_datagram *out,
+                                         uint8_t *buf, size_t buflen, size_t *n);
+
+/* 0.2 check-send: how many datagrams the next send may carry: up to
+ * WASOCK_UDP_SEND_PERMITS, 0 while the channel is full (then wait for
+ * wasock_udp_send_ready). Needs a live outgoing stream (else INVALID_STATE). */
+WASOCK_API wasock_err wasock_udp_check_send(wasock_udp *u, uint64_t *permits);
+
+/* Sends datagrams in order and stops at the first that fails: *sent is the
+ * number sent. If at least one was sent the result is OK; otherwise the
+ * first failure: INVALID_ARGUMENT (no remote on an unassociated socket, a
+ * remote differing from the associated one, a wrong family, the unspecified
+ * address, port 0, an IPv4-mapped address), DATAGRAM_TOO_LARGE (above what
+ * the family can carry), ACCESS_DENIED (or the policy's error), an earlier
+ * asynchronous error (see wasock_udp_create). A full channel stops the send
+ * early with OK (0.2: check_send then permits 0 until send_ready). 0.2: a
+ * send without a preceding check_send, or with more datagrams than it
+ * permitted, is TRAP (the guest must be trapped; nothing is sent); each send
+ * uses up the permit. 0.3: no permits; an unbound socket is bound
+ * implicitly. */
+WASOCK_API wasock_err wasock_udp_send(wasock_udp *u, const wasock_datagram *d, size_t n,
+                                      uint64_t *sent);
+
+/* The socket's pollable: true unless a bind is in progress in the daemon. */
+WASOCK_API bool wasock_udp_ready(wasock_udp *u);
+/* The incoming stream's pollable: a datagram is waiting. */
+WASOCK_API bool wasock_udp_receive_ready(wasock_udp *u);
+/* The outgoing stream's pollable: check_send would permit at least one. */
+WASOCK_API bool wasock_udp_send_ready(wasock_udp *u);
+/* The datagram channel, borrowed for the socket's lifetime: poll it for
+ * POLLIN (receive_ready may have changed) and POLLOUT (send_ready). */
+WASOCK_API int wasock_udp_fd(wasock_udp *u);
+
+/* 0.3 shape. bind = start_bind + finish_bind. connect binds an unbound
+ * socket implicitly and (re)associates; disconnect dissociates
+ * (INVALID_STATE when not connected). */
+WASOCK_API wasock_err wasock_udp_bind(wasock_udp *u, const wasock_addr *local);
+WASOCK_API wasock_err wasock_udp_connect(wasock_udp *u, const wasock_addr *remote);
+WASOCK_API wasock_err wasock_udp_disconnect(wasock_udp *u);
+
+/* INVALID_STATE while unbound (local) or not associated (remote). */
+WASOCK_API wasock_err wasock_udp_local_address(wasock_udp *u, wasock_addr *out);
+WASOCK_API wasock_err wasock_udp_remote_address(wasock_udp *u, wasock_addr *out);
+WASOCK_API wasock_family wasock_udp_address_family(wasock_udp *u);
+/* Options, with the rules of the TCP ones (0 is INVALID_ARGUMENT, buffer
+ * sizes clamped and read back as set). */
+WASOCK_API wasock_err wasock_udp_unicast_hop_limit(wasock_udp *u, uint8_t *out);
+WASOCK_API wasock_err wasock_udp_set_unicast_hop_limit(wasock_udp *u, uint8_t v);
+WASOCK_API wasock_err wasock_udp_receive_buffer_size(wasock_udp *u, uint64_t *out);
+WASOCK_API wasock_err wasock_udp_set_receive_buffer_size(wasock_udp *u, uint64_t v);
+WASOCK_API wasock_err wasock_udp_send_buffer_size(wasock_udp *u, uint64_t *out);
+WASOCK_API wasock_err wasock_udp_set_send_buffer_size(wasock_udp *u, uint64_t v);
+/* Not WASI: how many datagrams of this socket the daemon dropped (malformed
+ * channel messages, refused destinations or sources, too large). */
+WASOCK_API wasock_err wasock_udp_dropped_datagrams(wasock_udp *u, uint64_t *out);
+
+/* Drops the socket in any state: datagrams already sent are still
+ * delivered by the daemon; the channel is closed. NULL is allowed. */
+WASOCK_API void wasock_udp_drop(wasock_udp *u);
+
+/* ------------------------------------------------------------- name lookup */
+
+typedef struct wasock_resolve wasock_resolve;
+
+/* resolve-addresses: starts looking `name` up (UTF-8; IP literals, with or
+ * without brackets for IPv6, are their own answer; Unicode names are
+ * converted with IDNA by the daemon). Errors here: INVALID_ARGUMENT (a name
+ * longer than the protocol carries is refused locally; every other check is
+ * the daemon's: empty, spaces or control characters, a port, a scheme, ...),
+ * the policy's refusal (ACCESS_DENIED, NAME_UNRESOLVABLE or
+ * PERMANENT_RESOLVER_FAILURE, as the operator chose),
+ * TEMPORARY_RESOLVER_FAILURE when too many lookups of the tenant are in
+ * flight. *out is the caller's until wasock_resolve_drop. */
+WASOCK_API wasock_err wasock_resolve_addresses(wasock_client *c, const char *name,
+                                               wasock_resolve **out);
+/* WOULD_BLOCK while the lookup runs; then OK with *done false and one
+ * address per call, then OK with *done true (out untouched); or the
+ * lookup's error (NAME_UNRESOLVABLE, TEMPORARY_RESOLVER_FAILURE,
+ * PERMANENT_RESOLVER_FAILURE), on every call. Never an empty success:
+ * a finished lookup has at least one address or an error. */
+WASOCK_API wasock_err wasock_resolve_next_address(wasock_resolve *r, wasock_ip *out, bool *done);
+/* The stream's pollable: the lookup has finished. */
+WASOCK_API bool wasock_resolve_ready(wasock_resolve *r);
+/* Drops the lookup, finished or not. NULL is allowed. */
+WASOCK_API void wasock_resolve_drop(wasock_resolve *r);
+
+/* 0.3 resolve-addresses: looks name up, waits for the answer, and copies up
+ * to cap addresses to out (*n: how many). Errors as above. */
+WASOCK_API wasock_err wasock_resolve_addresses_list(wasock_client *c, const char *name,
+                                                    wasock_ip *out, size_t cap, size_t *n);
 
 #ifdef __cplusplus
 }
