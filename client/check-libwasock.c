@@ -40,6 +40,12 @@
 /* Longest a test waits for an asynchronous event through wasock_client_wait. */
 #define CLIENT_WAIT_MS 10000
 
+/* How long the fake daemon of the concurrency test holds a reply back
+ * waiting for the next request. Threads do not finish together (nothing
+ * makes them take turns), so the last one's requests each wait this out:
+ * kept short so that tail stays far below the test's timeout. */
+#define FAKE_HOLD_MS 2
+
 /* Threads and requests per thread in the concurrency test. */
 #define THREADS             4
 #define REQUESTS_PER_THREAD 500
@@ -1142,7 +1148,7 @@ static void script_threads(fake_daemon *d) {
     for (uint32_t h = 1; h <= THREADS; h++)
         FAKE_EXPECT(d, fake_answer_create(d, h) == 0);
     for (int i = 0; i < THREADS * REQUESTS_PER_THREAD; i++) {
-        if (holding && !wait_readable(d->fd, 20)) {
+        if (holding && !wait_readable(d->fd, FAKE_HOLD_MS)) {
             fake_send(d, &held, NULL, 0);
             holding = false;
         }

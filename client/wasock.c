@@ -1917,10 +1917,6 @@ void wasock_tcp_drop(wasock_tcp *s) {
     broken = c->broken;
     pthread_mutex_unlock(&c->lock);
 
-    close_if_open(s->input_fd);
-    if (s->output_fd != s->input_fd)
-        close_if_open(s->output_fd);
-    close_if_open(s->handoff_fd);
     if (!broken) {
         proto_msg req;
 
@@ -1932,6 +1928,13 @@ void wasock_tcp_drop(wasock_tcp *s) {
         if (client_send_unacked(c, &req) == -EAGAIN)
             (void)tcp_simple_request(s, &req);
     }
+    /* The streams close after the drop is sent: bytes written before are in
+     * pipe U either way, and a relay that learns of the drop first finishes
+     * at once instead of also reacting to the output stream's end. */
+    close_if_open(s->input_fd);
+    if (s->output_fd != s->input_fd)
+        close_if_open(s->output_fd);
+    close_if_open(s->handoff_fd);
     free(s);
 }
 
