@@ -40,6 +40,12 @@
 /* Longest a test waits for an asynchronous event through wasock_client_wait. */
 #define CLIENT_WAIT_MS 10000
 
+/* How long the fake daemon of the concurrency test holds a reply back
+ * waiting for the next request. Threads do not finish together (nothing
+ * makes them take turns), so the last one's requests each wait this out:
+ * kept short so that tail stays far below the test's timeout. */
+#define FAKE_HOLD_MS 2
+
 /* Threads and requests per thread in the concurrency test. */
 #define THREADS             4
 #define REQUESTS_PER_THREAD 500
@@ -179,13 +185,28 @@ static int fake_answer_create(fake_daemon *d, uint32_t handle) {
     return 0;
 }
 
+/* Answers a drop. libwasock does not wait for this reply, so the client
+ * may have closed the connection already: that is not a failure. */
+static void fake_answer_drop(fake_daemon *d, const proto_msg *req) {
+    uint8_t buf[PROTO_MAX_FRAME];
+    proto_msg reply;
+    ssize_t len;
+
+    proto_reply_ok(req, &reply);
+    len = proto_encode(&reply, buf, sizeof(buf));
+    if (len < 0)
+        fake_fail(d, __LINE__, "proto_encode");
+    else
+        (void)send(d->fd, buf, (size_t)len, MSG_NOSIGNAL);
+}
+
 /* Serves drops (and ignores everything else) until the client hangs up. */
 static void fake_serve_drops(fake_daemon *d) {
     proto_msg m;
 
     while (fake_read(d, &m) == 0)
         if (m.type == PROTO_TCP_DROP)
-            fake_send_ok(d, &m);
+            fake_answer_drop(d, &m);
 }
 
 static void *fake_thread(void *arg) {
@@ -440,7 +461,7 @@ static void script_local_checks(fake_daemon *d) {
     fake_send(d, &reply, NULL, 0);
     FAKE_EXPECT(d, fake_read(d, &m) == 0);
     FAKE_EXPECT(d, m.type == PROTO_TCP_DROP && m.handle == 3);
-    fake_send_ok(d, &m);
+    fake_answer_drop(d, &m);
 }
 
 START_TEST(test_local_checks_without_round_trip) {
@@ -569,6 +590,156 @@ START_TEST(test_request_fields_and_errors) {
 }
 END_TEST
 
+/* A drop does not wait for its reply: the daemon reads the drop, answers
+ * the next request first, and the drop's reply arrives late and is ignored.
+ * The stream is ordered, so the daemon sees the drop before the request. */
+static void script_drop_without_waiting(fake_daemon *d) {
+    proto_msg m, drop, reply;
+
+    FAKE_EXPECT(d, fake_answer_create(d, 7) == 0);
+    FAKE_EXPECT(d, fake_answer_create(d, 8) == 0);
+    FAKE_EXPECT(d, fake_read(d, &drop) == 0 && drop.type == PROTO_TCP_DROP && drop.handle == 7);
+    FAKE_EXPECT(d, fake_read(d, &m) == 0 && m.type == PROTO_TCP_GET_OPTION && m.handle == 8);
+    proto_reply_ok(&m, &reply);
+    reply.value = 1;
+    fake_send(d, &reply, NULL, 0);
+    FAKE_EXPECT(d, fake_read(d, &m) == 0 && m.type == PROTO_TCP_GET_OPTION && m.handle == 8);
+    fake_send_ok(d, &drop); /* late, between two replies */
+    proto_reply_ok(&m, &reply);
+    reply.value = 0;
+    fake_send(d, &reply, NULL, 0);
+    fake_serve_drops(d);
+}
+
+START_TEST(test_drop_does_not_wait) {
+    fake_daemon d;
+    wasock_client *c;
+    wasock_tcp *s, *t;
+    bool enabled = false;
+
+    fake_start(&d, script_drop_without_waiting);
+    c = open_ok(&d, 2);
+    ck_assert_int_eq(wasock_tcp_create(c, WASOCK_IPV4, &s), WASOCK_OK);
+    ck_assert_int_eq(wasock_tcp_create(c, WASOCK_IPV4, &t), WASOCK_OK);
+    wasock_tcp_drop(s); /* returns although the daemon has not answered */
+    ck_assert_int_eq(wasock_tcp_keep_alive_enabled(t, &enabled), WASOCK_OK);
+    ck_assert(enabled);
+    ck_assert_int_eq(wasock_tcp_keep_alive_enabled(t, &enabled), WASOCK_OK);
+    ck_assert(!enabled);
+    wasock_tcp_drop(t);
+    wasock_client_close(c);
+    fake_finish(&d);
+}
+END_TEST
+
+/* A reply in the id space of unanswered drops when no drop is due breaks
+ * the protocol. */
+static void script_stray_drop_reply(fake_daemon *d) {
+    proto_msg m, reply;
+
+    FAKE_EXPECT(d, fake_read(d, &m) == 0 && m.type == PROTO_TCP_CREATE);
+    memset(&reply, 0, sizeof(reply));
+    reply.type = PROTO_TCP_DROP | PROTO_REPLY;
+    reply.id = 0x80000001u;
+    fake_send(d, &reply, NULL, 0);
+    fake_serve_drops(d);
+}
+
+START_TEST(test_stray_drop_reply_breaks) {
+    fake_daemon d;
+    wasock_client *c;
+    wasock_tcp *s = NULL;
+
+    fake_start(&d, script_stray_drop_reply);
+    c = open_ok(&d, 2);
+    ck_assert_int_eq(wasock_tcp_create(c, WASOCK_IPV4, &s), WASOCK_E_DAEMON);
+    ck_assert_ptr_null(s);
+    wasock_client_close(c);
+    fake_finish(&d);
+}
+END_TEST
+
+/* Many threads, each dropping sockets in a loop with getters in between:
+ * the drops' replies come back while others wait, and every getter must
+ * get its own answer. The fake daemon answers in arrival order, so this
+ * exercises the hand-over of the reader and sender roles, not reordering. */
+#define MANY_THREADS 32
+#define MANY_ROUNDS  50
+
+static void script_many_threads(fake_daemon *d) {
+    proto_msg m, reply;
+    uint32_t next_handle = 1;
+
+    while (fake_read(d, &m) == 0) {
+        proto_reply_ok(&m, &reply);
+        switch (m.type) {
+        case PROTO_TCP_CREATE:
+            reply.new_handle = next_handle++;
+            break;
+        case PROTO_TCP_GET_OPTION:
+            reply.value = m.handle;
+            break;
+        case PROTO_TCP_DROP:
+            fake_answer_drop(d, &m);
+            continue;
+        default:
+            fake_fail(d, __LINE__, "unexpected request");
+            return;
+        }
+        fake_send(d, &reply, NULL, 0);
+    }
+}
+
+struct many_worker {
+    wasock_client *c;
+    int failures;
+};
+
+static void *many_worker_thread(void *arg) {
+    struct many_worker *w = arg;
+
+    for (int i = 0; i < MANY_ROUNDS; i++) {
+        wasock_tcp *s = NULL;
+        uint64_t v = 0;
+
+        if (wasock_tcp_create(w->c, WASOCK_IPV4, &s) != WASOCK_OK) {
+            w->failures++;
+            continue;
+        }
+        /* The fake answers a getter with the socket's own handle. */
+        if (wasock_tcp_receive_buffer_size(s, &v) != WASOCK_OK || v == 0)
+            w->failures++;
+        if (wasock_tcp_send_buffer_size(s, &v) != WASOCK_OK || v == 0)
+            w->failures++;
+        wasock_tcp_drop(s);
+    }
+    return NULL;
+}
+
+START_TEST(test_many_threads_with_drops) {
+    fake_daemon d;
+    wasock_client *c;
+    struct many_worker workers[MANY_THREADS];
+    pthread_t threads[MANY_THREADS];
+
+    fake_start(&d, script_many_threads);
+    c = open_ok(&d, 2);
+    for (int i = 0; i < MANY_THREADS; i++) {
+        workers[i].c = c;
+        workers[i].failures = 0;
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, many_worker_thread, &workers[i]), 0);
+    }
+    for (int i = 0; i < MANY_THREADS; i++) {
+        pthread_join(threads[i], NULL);
+        ck_assert_int_eq(workers[i].failures, 0);
+    }
+    /* Still usable after all that, and nothing is waiting. */
+    ck_assert_int_eq(wasock_client_dispatch(c), WASOCK_OK);
+    wasock_client_close(c);
+    fake_finish(&d);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ events */
 
 static void script_events(fake_daemon *d) {
@@ -603,7 +774,7 @@ static void script_events(fake_daemon *d) {
     fake_send(d, &reply, NULL, 0);
 
     FAKE_EXPECT(d, fake_read(d, &m) == 0 && m.type == PROTO_TCP_DROP && m.handle == 5);
-    fake_send_ok(d, &m);
+    fake_answer_drop(d, &m);
     /* Events for a dropped handle are ignored. */
     fake_send_event_ready(d, 5, false);
     FAKE_EXPECT(d, fake_answer_create(d, 6) == 0);
@@ -977,7 +1148,7 @@ static void script_threads(fake_daemon *d) {
     for (uint32_t h = 1; h <= THREADS; h++)
         FAKE_EXPECT(d, fake_answer_create(d, h) == 0);
     for (int i = 0; i < THREADS * REQUESTS_PER_THREAD; i++) {
-        if (holding && !wait_readable(d->fd, 20)) {
+        if (holding && !wait_readable(d->fd, FAKE_HOLD_MS)) {
             fake_send(d, &held, NULL, 0);
             holding = false;
         }
@@ -1063,6 +1234,8 @@ static Suite *libwasock_suite(void) {
     tc = tcase_create("requests");
     tcase_add_test(tc, test_local_checks_without_round_trip);
     tcase_add_test(tc, test_request_fields_and_errors);
+    tcase_add_test(tc, test_drop_does_not_wait);
+    tcase_add_test(tc, test_stray_drop_reply_breaks);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("events");
@@ -1082,6 +1255,7 @@ static Suite *libwasock_suite(void) {
 
     tc = tcase_create("threads");
     tcase_add_test(tc, test_threads_share_a_client);
+    tcase_add_test(tc, test_many_threads_with_drops);
     suite_add_tcase(s, tc);
     return s;
 }

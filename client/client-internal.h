@@ -66,4 +66,19 @@ typedef bool client_condition(wasock_client *c, const void *arg);
 wasock_err client_wait_until(wasock_client *c, client_condition *condition, const void *arg,
                              int timeout_ms);
 
+/* --- handoff (handoff.c) ---------------------------------------------------
+ * For a connection the policy handed off, the client holds the connected
+ * socket and answers these itself on `fd` (borrowed), with the daemon's
+ * rules. Each returns the WASI result. */
+
+/* True when fd is a socket (a handed-off connection), not a relay pipe. */
+bool client_fd_is_socket(int fd);
+wasock_err client_handoff_shutdown(int fd, wasock_shutdown how);
+/* getsockname (remote false) or getpeername (remote true) into *out. */
+wasock_err client_handoff_address(int fd, bool remote, wasock_addr *out);
+/* A proto_tcp_option, value as on the wire (ns, bytes, 0/1). */
+wasock_err client_handoff_get_option(int fd, wasock_family family, uint16_t option,
+                                     uint64_t *value);
+wasock_err client_handoff_set_option(int fd, wasock_family family, uint16_t option, uint64_t value);
+
 #endif

@@ -1,12 +1,23 @@
 /* wasock.c — libwasock: the connection to wasockd and every TCP call.
  *
- * Each public call encodes one request frame, sends it, and waits for the
- * reply with the same id. Several threads may share one client: a mutex
- * guards the client's state, one thread at a time holds the "reader" role
- * (it alone reads the socket, owns the read buffer and the queue of received
- * descriptors, and dispatches every complete frame: replies to the waiting
- * callers' slots, events to the resources), and the other threads sleep on a
- * condition variable that the reader broadcasts after every batch.
+ * Each public call encodes one request frame, queues it, and waits for the
+ * reply with the same id. Several threads may share one client; a mutex
+ * guards the client's state and three roles are handed between them:
+ * - the sender writes the queued frames. Frames are appended to an output
+ *   buffer under the lock; whoever appends while nobody sends becomes the
+ *   sender and writes everything queued (its own frame and those other
+ *   threads append meanwhile) in as few send(2) calls as possible, from a
+ *   second buffer so appending never waits for a write.
+ * - the reader reads the socket, owns the read buffer and the queue of
+ *   received descriptors, and dispatches every complete frame: replies into
+ *   the waiting callers' slots, events to the resources.
+ * - everyone else sleeps on a futex word of its own. The reader wakes
+ *   exactly the callers whose replies arrived (after releasing the lock, so
+ *   they return without touching it), and a thread that leaves a role with
+ *   work left wakes one sleeper to take it over ("duty").
+ * Requests whose outcome cannot matter (TCP_DROP) are sent without waiting:
+ * their replies carry ids from a separate space and are counted off when
+ * they arrive. The stream is ordered, so later requests see the drop first.
  *
  * Trust: the caller's arguments are checked where the answer is certain
  * (NULL pointers, enum values outside their range); everything else is the
@@ -19,13 +30,18 @@
 #include "client-internal.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,9 +56,49 @@
 
 /* Bytes the reader takes from the socket in one recvmsg. It must hold at
  * least one whole frame (a partial frame stays in the buffer until the rest
- * arrives); four frames' worth lets one read pick up a reply together with the
- * events the daemon sent before it. */
+ * arrives); four frames' worth lets one read pick up the replies of many
+ * pipelined requests (a typical reply is under 40 bytes) at once. */
 #define CLIENT_READ_BUFFER_SIZE (4 * PROTO_MAX_FRAME)
+
+/* Each of the two output buffers: room for at least two frames of any size
+ * and for a few hundred typical requests (about 20 bytes each), which is
+ * what many threads append while one send(2) is under way. */
+#define CLIENT_OUTPUT_BUFFER_SIZE (2 * PROTO_MAX_FRAME)
+
+/* Rounds (one send(2) of everything queued) a sender makes before it hands
+ * the role to a sleeping thread, so one caller is not kept writing other
+ * threads' frames for long while its own reply has arrived. */
+#define CLIENT_SEND_ROUNDS_MAX 4
+
+/* Requests sent without waiting for their reply (drops) that may be
+ * outstanding at once. Their replies queue in the daemon until some thread
+ * reads; the bound keeps that under the daemon's output high-water mark (a
+ * drop reply is 14 bytes), so a thread that only drops can never make the
+ * daemon stop reading. Beyond it, a drop waits for its reply. */
+#define CLIENT_UNACKED_MAX 256
+
+/* Request ids: ordinary requests count up in the low 31 bits; requests
+ * sent without waiting carry this bit, so their replies are told apart by
+ * id alone. */
+#define CLIENT_UNACKED_ID_BIT 0x80000000u
+
+/* Buckets of the pending-request map (a power of two). Ids come from a
+ * counter, so consecutive requests land in consecutive buckets: with up to
+ * this many requests in flight a lookup touches one entry. */
+#define CLIENT_PENDING_BUCKETS 64
+
+/* Times a thread about to sleep yields the processor first, looking for
+ * its wakeup in between. */
+#define CLIENT_SPIN_YIELDS 50
+
+/* How long the reader keeps looking for a reply (yielding in between)
+ * before it sleeps in poll(2): longer than a round trip through a busy
+ * daemon, short enough that a wait for the network costs little. */
+#define CLIENT_READ_SPIN_NS 50000
+
+/* Wakeups the reader collects while dispatching one read, to issue after
+ * releasing the lock; more are issued at once, under the lock. */
+#define CLIENT_WAKE_BATCH 128
 
 /* Descriptors received but not yet claimed by a frame. The kernel hands the
  * descriptors of one sendmsg to one recvmsg, and the reader dispatches every
@@ -77,16 +133,34 @@ struct wasock_tcp {
     wasock_err stream_error; /* first EV_STREAM_ERROR; written by the reader under the lock */
     int input_fd;            /* 0.2 streams, owned by this object; -1 when none */
     int output_fd;
-    wasock_tcp *map_next; /* chain in the client's handle map */
+    /* Handoff (the policy passed the connected socket itself): the socket,
+     * owned by this object, on which shutdown, options and addresses are
+     * answered locally; -1 otherwise (see client-internal.h). */
+    int handoff_fd;
+    bool handoff_receive_shut, handoff_send_shut; /* local shutdown done */
+    wasock_tcp *map_next;                         /* chain in the client's handle map */
+};
+
+/* A thread that may sleep in the client: the owner of a pending request, or
+ * a "watcher" waiting for any progress (wasock_client_wait, readiness). */
+struct waiter {
+    _Atomic uint32_t wake_seq; /* futex word: bumped under the lock to wake the owner */
+    bool sleeping;             /* linked in the client's sleepers (guarded by the lock) */
+    bool watcher;              /* woken after every dispatched batch */
+    _Atomic bool duty;         /* woken to take over a role: must look under the lock */
+    _Atomic bool in_kernel;    /* about to sleep in futex(2): a wake needs the system call */
+    struct waiter *prev_sleeper, *next_sleeper;
 };
 
 /* One request waiting for its reply. Lives on the caller's stack and is
- * linked into the client's pending list from before the request is sent
- * until the caller has collected the reply. */
+ * linked into the client's pending map from before the request is queued
+ * until the reader has delivered the reply (or the caller gives up). */
 struct pending_request {
+    struct waiter waiter;
     uint32_t id;
     uint16_t reply_type;
-    bool done; /* the reply is in `reply` (and its descriptors in fds) */
+    bool linked;       /* in the pending map (guarded by the lock) */
+    _Atomic bool done; /* the reply is in `reply` (and its descriptors in fds) */
     proto_msg reply;
     int fds[PROTO_MAX_FDS_PER_FRAME]; /* owned by the slot's caller once done */
     unsigned nfds;
@@ -96,21 +170,32 @@ struct pending_request {
     wasock_tcp *new_tcp;
     /* The same for UDP sockets and lookups (client-internal.h). */
     client_object *new_object;
-    struct pending_request *next;
+    struct pending_request *bucket_next, **bucket_link;
 };
 
 struct wasock_client {
-    pthread_mutex_t lock;      /* guards everything below except the reader's own fields */
-    pthread_mutex_t send_lock; /* keeps frames whole on the socket; never held with `lock` */
-    pthread_cond_t progress;   /* broadcast after every dispatch and when the client breaks */
+    pthread_mutex_t lock; /* guards everything below except the roles' own fields */
     int fd;
     int wasi_version;
     uint64_t session;
-    bool broken;      /* the daemon went away or broke the protocol: permanent */
-    bool reader_busy; /* a thread holds the reader role */
+    bool broken;         /* the daemon went away or broke the protocol: permanent */
+    bool reader_busy;    /* a thread holds the reader role */
+    bool sending;        /* a thread holds the sender role */
+    bool reader_flushes; /* the reader is waking callers and sends what they queue */
     uint32_t last_request_id;
+    uint32_t last_unacked_id;
+    unsigned unacked;           /* requests sent without waiting whose replies are due */
     uint64_t frames_dispatched; /* lets wasock_client_wait see that something arrived */
-    struct pending_request *pending;
+    uint64_t replies_delivered; /* replies handed to waiting callers */
+    struct pending_request *pending[CLIENT_PENDING_BUCKETS];
+    struct waiter *sleepers; /* threads asleep (or about to be) in the client */
+    unsigned sleeping_watchers;
+
+    /* Output: frames are appended to out[out_fill]; the sender writes the
+     * other buffer without the lock. */
+    uint8_t out[2][CLIENT_OUTPUT_BUFFER_SIZE];
+    unsigned out_fill;
+    size_t out_length;
 
     /* The reader role's own state: touched only by the thread holding the
      * role (or by anyone while nobody holds it and `lock` is held). */
@@ -133,6 +218,13 @@ struct wasock_client {
 static void close_if_open(int fd) {
     if (fd >= 0)
         close(fd);
+}
+
+static int64_t monotonic_ns(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static int64_t monotonic_ms(void) {
@@ -171,6 +263,28 @@ static wasock_err err_from_wire(unsigned err) {
     if (err == PROTO_E_PROTOCOL)
         return WASOCK_E_DAEMON;
     return WASOCK_E_UNKNOWN;
+}
+
+/* Sleeps while *word == seen, at most timeout_ms (-1: no limit). Returns
+ * early when woken, on a signal, or at once when *word already changed;
+ * callers re-check their condition in every case. */
+static void futex_sleep(_Atomic uint32_t *word, uint32_t seen, int timeout_ms) {
+    struct timespec ts, *tsp = NULL;
+
+    if (timeout_ms >= 0) {
+        ts.tv_sec = timeout_ms / 1000;
+        ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+        tsp = &ts;
+    }
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, seen, tsp, NULL, 0);
+}
+
+/* Wakes the thread sleeping on word. The owner may already have returned
+ * (it re-checks its condition without waiting to be woken): a wake of a
+ * word nobody sleeps on does nothing, and one that meets a later sleeper at
+ * the same address is a spurious wakeup, which every sleeper tolerates. */
+static void futex_wake_one(_Atomic uint32_t *word) {
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 /* ------------------------------------------------------------ handle map */
@@ -322,9 +436,122 @@ static int fd_queue_take_control(wasock_client *c, struct msghdr *msg) {
     return r;
 }
 
+/* ---------------------------------------------------------------- sleepers */
+
+/* Wakeups decided under the lock and issued after releasing it. */
+struct wake_list {
+    _Atomic uint32_t *words[CLIENT_WAKE_BATCH];
+    unsigned count;
+};
+
+static void wake_list_flush(struct wake_list *wl) {
+    for (unsigned i = 0; i < wl->count; i++)
+        futex_wake_one(wl->words[i]);
+    wl->count = 0;
+}
+
+static void sleeper_link(wasock_client *c, struct waiter *w) {
+    w->sleeping = true;
+    w->prev_sleeper = NULL;
+    w->next_sleeper = c->sleepers;
+    if (c->sleepers)
+        c->sleepers->prev_sleeper = w;
+    c->sleepers = w;
+    if (w->watcher)
+        c->sleeping_watchers++;
+}
+
+static void sleeper_unlink(wasock_client *c, struct waiter *w) {
+    if (!w->sleeping)
+        return;
+    if (w->prev_sleeper)
+        w->prev_sleeper->next_sleeper = w->next_sleeper;
+    else
+        c->sleepers = w->next_sleeper;
+    if (w->next_sleeper)
+        w->next_sleeper->prev_sleeper = w->prev_sleeper;
+    w->sleeping = false;
+    if (w->watcher)
+        c->sleeping_watchers--;
+}
+
+/* Takes w off the sleepers and wakes it: through wl after the lock is
+ * released, or at once when wl is NULL or full. Called with the lock. */
+static void sleeper_wake(wasock_client *c, struct waiter *w, bool duty, struct wake_list *wl) {
+    sleeper_unlink(c, w);
+    if (duty)
+        atomic_store_explicit(&w->duty, true, memory_order_release);
+    /* Sequentially consistent with the sleeper's in_kernel store and its
+     * re-read of wake_seq: either it sees the new sequence and does not
+     * sleep, or we see in_kernel and wake it. A sleeper still spinning
+     * needs no system call. */
+    atomic_fetch_add(&w->wake_seq, 1);
+    if (!atomic_load(&w->in_kernel))
+        return;
+    if (wl && wl->count < CLIENT_WAKE_BATCH)
+        wl->words[wl->count++] = &w->wake_seq;
+    else
+        futex_wake_one(&w->wake_seq);
+}
+
+/* Wakes every sleeping watcher: something happened that they wait for. */
+static void sleepers_wake_watchers(wasock_client *c, struct wake_list *wl) {
+    struct waiter *w = c->sleepers;
+
+    while (w && c->sleeping_watchers > 0) {
+        struct waiter *next = w->next_sleeper;
+
+        if (w->watcher)
+            sleeper_wake(c, w, true, wl);
+        w = next;
+    }
+}
+
+/* Hands a role that was left with work to do to one sleeper. */
+static void sleepers_wake_one_for_duty(wasock_client *c, struct wake_list *wl) {
+    if (c->sleepers)
+        sleeper_wake(c, c->sleepers, true, wl);
+}
+
+/* A thread leaving its wait with the reader role free: another thread still
+ * waiting must become the reader, or its reply would never be read. */
+static void client_hand_off_reading(wasock_client *c) {
+    if (!c->reader_busy && c->sleepers)
+        sleepers_wake_one_for_duty(c, NULL);
+}
+
+/* Sleeps on w until woken or timeout_ms passed. Called with the lock held;
+ * releases it while sleeping. Returns true with the lock held again, or
+ * false WITHOUT the lock when `done` (may be NULL) was set and nothing else
+ * asked this thread to look: the common case of a reply delivered by the
+ * reader, which then needs no lock at all. */
+static bool waiter_sleep(wasock_client *c, struct waiter *w, _Atomic bool *done, int timeout_ms) {
+    uint32_t seen = atomic_load_explicit(&w->wake_seq, memory_order_relaxed);
+
+    sleeper_link(c, w);
+    pthread_mutex_unlock(&c->lock);
+    for (unsigned i = 0; i < CLIENT_SPIN_YIELDS; i++) {
+        if (atomic_load_explicit(&w->wake_seq, memory_order_acquire) != seen)
+            break;
+        sched_yield();
+    }
+    atomic_store(&w->in_kernel, true);
+    if (atomic_load(&w->wake_seq) == seen)
+        futex_sleep(&w->wake_seq, seen, timeout_ms);
+    atomic_store_explicit(&w->in_kernel, false, memory_order_relaxed);
+    (void)atomic_load_explicit(&w->wake_seq, memory_order_acquire); /* pairs with the waker */
+    if (done && atomic_load_explicit(done, memory_order_acquire) &&
+        !atomic_load_explicit(&w->duty, memory_order_acquire))
+        return false;
+    pthread_mutex_lock(&c->lock);
+    sleeper_unlink(c, w);
+    atomic_store_explicit(&w->duty, false, memory_order_relaxed);
+    return true;
+}
+
 /* ----------------------------------------------------------- broken state */
 
-/* Puts the client into the broken state for good and wakes every waiter.
+/* Puts the client into the broken state for good and wakes every sleeper.
  * Called with the lock held. The socket stays open (wasock_client_fd stays
  * valid until close) but is shut down, so the daemon sees us leave and a
  * runtime polling it sees it readable and learns DAEMON from dispatch. */
@@ -335,33 +562,80 @@ static void client_break(wasock_client *c) {
     }
     if (!c->reader_busy)
         fd_queue_close_all(c);
-    pthread_cond_broadcast(&c->progress);
+    c->out_length = 0;
+    while (c->sleepers)
+        sleeper_wake(c, c->sleepers, true, NULL);
 }
 
-/* ------------------------------------------------------------- dispatching */
+/* ------------------------------------------------------------- pending map */
+
+static struct pending_request **pending_bucket(wasock_client *c, uint32_t id) {
+    return &c->pending[id & (CLIENT_PENDING_BUCKETS - 1)];
+}
 
 static struct pending_request *pending_find(wasock_client *c, uint32_t id) {
-    for (struct pending_request *p = c->pending; p; p = p->next)
-        if (p->id == id && !p->done)
+    for (struct pending_request *p = *pending_bucket(c, id); p; p = p->bucket_next)
+        if (p->id == id)
             return p;
     return NULL;
 }
 
-static void pending_unlink(wasock_client *c, struct pending_request *p) {
-    for (struct pending_request **link = &c->pending; *link; link = &(*link)->next) {
-        if (*link == p) {
-            *link = p->next;
-            return;
-        }
-    }
+static void pending_link(wasock_client *c, struct pending_request *p) {
+    struct pending_request **head = pending_bucket(c, p->id);
+
+    p->bucket_next = *head;
+    if (*head)
+        (*head)->bucket_link = &p->bucket_next;
+    p->bucket_link = head;
+    *head = p;
+    p->linked = true;
 }
 
-/* Delivers a reply to its waiting caller. fds (nfds of them) are handed to
- * the slot on success and closed on failure. Returns 0 or -EPROTO. */
-static int dispatch_reply(wasock_client *c, const proto_msg *m, int *fds, unsigned nfds) {
-    struct pending_request *p = pending_find(c, m->id);
+static void pending_unlink(struct pending_request *p) {
+    if (!p->linked)
+        return;
+    *p->bucket_link = p->bucket_next;
+    if (p->bucket_next)
+        p->bucket_next->bucket_link = p->bucket_link;
+    p->linked = false;
+}
 
-    if (!p || p->reply_type != m->type)
+/* ------------------------------------------------------------- dispatching */
+
+/* Reads the little-endian u16/u32 of a frame header (PROTO_HEADER_SIZE
+ * bytes present): the reader looks at type and id before decoding, so a
+ * reply is decoded straight into its caller's slot. */
+static uint16_t header_u16(const uint8_t *b) {
+    return (uint16_t)(b[0] | b[1] << 8);
+}
+
+static uint32_t header_u32(const uint8_t *b) {
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+/* Takes the descriptors of a frame that announces nfds of them. Returns 0,
+ * or -EPROTO when more are announced than a frame may carry or arrived. */
+static int frame_take_fds(wasock_client *c, unsigned nfds, int *fds) {
+    if (nfds > PROTO_MAX_FDS_PER_FRAME || nfds > c->fd_queue_length)
+        return -EPROTO;
+    for (unsigned i = 0; i < nfds; i++)
+        fds[i] = fd_queue_pop(c);
+    return 0;
+}
+
+static void close_fds(const int *fds, unsigned nfds) {
+    for (unsigned i = 0; i < nfds; i++)
+        close(fds[i]);
+}
+
+/* Delivers a reply decoded into its waiting caller's slot p: registers a
+ * new socket, hands over the descriptors, unlinks p and marks it done (the
+ * caller is woken through wl). Returns 0 or -EPROTO (descriptors closed). */
+static int dispatch_reply(wasock_client *c, struct pending_request *p, int *fds, unsigned nfds,
+                          struct wake_list *wl) {
+    const proto_msg *m = &p->reply;
+
+    if (p->reply_type != m->type)
         goto protocol_error;
     if ((p->new_tcp || p->new_object) && m->err == PROTO_OK) {
         /* Handles are never 0 and never reused within a session. */
@@ -375,16 +649,29 @@ static int dispatch_reply(wasock_client *c, const proto_msg *m, int *fds, unsign
             object_insert(c, p->new_object);
         }
     }
-    p->reply = *m;
     memcpy(p->fds, fds, nfds * sizeof(int));
     p->nfds = nfds;
-    p->done = true;
+    pending_unlink(p);
+    c->replies_delivered++;
+    atomic_store_explicit(&p->done, true, memory_order_release);
+    if (p->waiter.sleeping)
+        sleeper_wake(c, &p->waiter, false, wl);
     return 0;
 
 protocol_error:
-    for (unsigned i = 0; i < nfds; i++)
-        close(fds[i]);
+    close_fds(fds, nfds);
     return -EPROTO;
+}
+
+/* A reply to a request sent without waiting (a drop): counted off and
+ * otherwise ignored, except that the daemon refusing it as malformed means
+ * it closes the session. Returns 0 or -EPROTO. */
+static int dispatch_unacked_reply(wasock_client *c, const proto_msg *m, unsigned nfds) {
+    if (c->unacked == 0 || nfds != 0 || m->type != (PROTO_TCP_DROP | PROTO_REPLY) ||
+        m->err == PROTO_E_PROTOCOL)
+        return -EPROTO;
+    c->unacked--;
+    return 0;
 }
 
 /* Applies an event to its resource; events for handles we do not know (made
@@ -413,49 +700,58 @@ static void dispatch_event(wasock_client *c, const proto_msg *m) {
     }
 }
 
-/* Handles one decoded frame. Called by the reader with the lock held.
- * Returns 0, or -EPROTO when the frame breaks the protocol. */
-static int dispatch_frame(wasock_client *c, const proto_msg *m) {
+/* Decodes and handles one whole frame of frame_length bytes. Called by the
+ * reader with the lock held. Returns 0, or -EPROTO when the frame breaks
+ * the protocol. */
+static int dispatch_frame(wasock_client *c, const uint8_t *frame, size_t frame_length,
+                          struct wake_list *wl) {
+    uint16_t type = header_u16(frame + 4);
+    uint32_t id = header_u32(frame + 8);
+    struct pending_request *p = NULL;
     int fds[PROTO_MAX_FDS_PER_FRAME];
-    unsigned nfds = m->nfds;
+    proto_msg m;
+    int r;
 
-    if (nfds > PROTO_MAX_FDS_PER_FRAME || nfds > c->fd_queue_length)
+    if ((type & PROTO_REPLY) && (id & CLIENT_UNACKED_ID_BIT) == 0) {
+        /* Decoded straight into the waiting caller's slot. */
+        p = pending_find(c, id);
+        if (!p || proto_decode(frame, frame_length, &p->reply) < 0)
+            return -EPROTO;
+        if (frame_take_fds(c, p->reply.nfds, fds) < 0)
+            return -EPROTO;
+        return dispatch_reply(c, p, fds, p->reply.nfds, wl);
+    }
+    r = proto_decode(frame, frame_length, &m);
+    if (r < 0 || frame_take_fds(c, m.nfds, fds) < 0)
         return -EPROTO;
-    for (unsigned i = 0; i < nfds; i++)
-        fds[i] = fd_queue_pop(c);
-
-    if (m->type & PROTO_REPLY)
-        return dispatch_reply(c, m, fds, nfds);
-
+    if (m.type & PROTO_REPLY) {
+        close_fds(fds, m.nfds);
+        return dispatch_unacked_reply(c, &m, m.nfds);
+    }
     /* Events and anything else carry no descriptors in version 1. */
-    for (unsigned i = 0; i < nfds; i++)
-        close(fds[i]);
-    if (m->type < PROTO_EVENT_FIRST || m->type > PROTO_EVENT_LAST || m->id != 0)
+    close_fds(fds, m.nfds);
+    if (m.type < PROTO_EVENT_FIRST || m.type > PROTO_EVENT_LAST || m.id != 0)
         return -EPROTO;
-    dispatch_event(c, m);
+    dispatch_event(c, &m);
     return 0;
 }
 
 /* Dispatches every complete frame in the read buffer and keeps the partial
  * rest. Called by the reader with the lock held. Returns 0 or -EPROTO. */
-static int dispatch_buffered_frames(wasock_client *c) {
+static int dispatch_buffered_frames(wasock_client *c, struct wake_list *wl) {
     size_t offset = 0;
     int r = 0;
 
     while (offset < c->read_length) {
-        proto_msg m;
         size_t frame_length = 0;
 
         r = proto_frame_ready(c->read_buffer + offset, c->read_length - offset, &frame_length);
         if (r <= 0)
             break;
-        r = proto_decode(c->read_buffer + offset, frame_length, &m);
+        r = dispatch_frame(c, c->read_buffer + offset, frame_length, wl);
         if (r < 0)
             break;
         offset += frame_length;
-        r = dispatch_frame(c, &m);
-        if (r < 0)
-            break;
         c->frames_dispatched++;
     }
     memmove(c->read_buffer, c->read_buffer + offset, c->read_length - offset);
@@ -463,12 +759,12 @@ static int dispatch_buffered_frames(wasock_client *c) {
     return r < 0 ? -EPROTO : 0;
 }
 
-/* Waits up to timeout_ms (0: not at all, -1: forever) for the socket to be
- * readable and reads once into the read buffer, queueing the descriptors
- * that came with the bytes. Called by the reader WITHOUT the lock.
- * Returns the bytes read, 0 when nothing arrived (timeout, EINTR, EAGAIN),
- * or a negative errno when the connection is finished (-ECONNRESET for EOF,
- * -EPROTO for bad control data). */
+/* Reads once into the read buffer, queueing the descriptors that came with
+ * the bytes; waits up to timeout_ms (0: not at all, -1: forever) for the
+ * socket to be readable when nothing is there yet. Called by the reader
+ * WITHOUT the lock. Returns the bytes read, 0 when nothing arrived
+ * (timeout, EINTR), or a negative errno when the connection is finished
+ * (-ECONNRESET for EOF, -EPROTO for bad control data). */
 static ssize_t reader_receive(wasock_client *c, int timeout_ms) {
     union {
         struct cmsghdr align;
@@ -476,10 +772,41 @@ static ssize_t reader_receive(wasock_client *c, int timeout_ms) {
     } control;
     struct iovec iov;
     struct msghdr msg;
+    int64_t spin_until_ns = 0;
     ssize_t n;
     int r;
 
-    if (timeout_ms != 0) {
+    /* dispatch_buffered_frames leaves less than one frame behind. */
+    if (c->read_length >= sizeof(c->read_buffer))
+        return -EPROTO;
+
+    iov.iov_base = c->read_buffer + c->read_length;
+    iov.iov_len = sizeof(c->read_buffer) - c->read_length;
+    for (;;) {
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof(control.buf);
+        /* Try first: under load the bytes are usually there already, and a
+         * poll(2) before every read would double the system calls. */
+        n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n >= 0)
+            break;
+        if (errno == EINTR)
+            continue;
+        if ((errno != EAGAIN && errno != EWOULDBLOCK) || timeout_ms == 0)
+            break;
+        /* A reply usually takes a few microseconds: look again for a
+         * moment before sleeping in poll(2), since waking a sleeping
+         * processor costs more than the whole round trip. */
+        if (spin_until_ns == 0)
+            spin_until_ns = monotonic_ns() + CLIENT_READ_SPIN_NS;
+        else if (monotonic_ns() >= spin_until_ns)
+            break;
+        sched_yield();
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && timeout_ms != 0) {
         struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
 
         r = poll(&pfd, 1, timeout_ms);
@@ -487,22 +814,15 @@ static ssize_t reader_receive(wasock_client *c, int timeout_ms) {
             return errno == EINTR ? 0 : -errno;
         if (r == 0)
             return 0;
+        do {
+            memset(&msg, 0, sizeof(msg));
+            msg.msg_iov = &iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.buf;
+            msg.msg_controllen = sizeof(control.buf);
+            n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        } while (n < 0 && errno == EINTR);
     }
-    /* dispatch_buffered_frames leaves less than one frame behind. */
-    if (c->read_length >= sizeof(c->read_buffer))
-        return -EPROTO;
-
-    iov.iov_base = c->read_buffer + c->read_length;
-    iov.iov_len = sizeof(c->read_buffer) - c->read_length;
-    memset(&msg, 0, sizeof(msg));
-    memset(&control, 0, sizeof(control));
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof(control.buf);
-    do {
-        n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
     if (n < 0)
         return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
     r = fd_queue_take_control(c, &msg);
@@ -514,112 +834,147 @@ static ssize_t reader_receive(wasock_client *c, int timeout_ms) {
     return n;
 }
 
+static void client_send_queued(wasock_client *c);
+
 /* Takes the reader role, reads once (waiting up to timeout_ms), dispatches
- * what is complete, gives the role back and wakes the waiters. Called and
- * returns with the lock held; the lock is released while reading. Returns
- * the bytes read (0: nothing arrived); a failure breaks the client. */
-static ssize_t reader_read_and_dispatch(wasock_client *c, int timeout_ms) {
+ * what is complete, gives the role back and wakes the callers whose
+ * replies arrived and every watcher. own is the reading caller's pending
+ * request (NULL when a watcher reads). Called and returns with the lock
+ * held; the lock is released while reading and while waking. Returns the
+ * bytes read (0: nothing arrived); a failure breaks the client. */
+static ssize_t reader_read_and_dispatch(wasock_client *c, int timeout_ms,
+                                        const struct pending_request *own) {
+    struct wake_list wl;
+    uint64_t delivered;
     ssize_t n;
 
+    wl.count = 0;
+    delivered = c->replies_delivered;
     c->reader_busy = true;
     pthread_mutex_unlock(&c->lock);
     n = reader_receive(c, timeout_ms);
     pthread_mutex_lock(&c->lock);
     if (n < 0)
         client_break(c);
-    else if (n > 0 && !c->broken && dispatch_buffered_frames(c) < 0)
+    else if (n > 0 && !c->broken && dispatch_buffered_frames(c, &wl) < 0)
         client_break(c);
-    c->reader_busy = false;
     if (c->broken)
         fd_queue_close_all(c);
-    pthread_cond_broadcast(&c->progress);
+    if (n > 0 && c->sleeping_watchers > 0)
+        sleepers_wake_watchers(c, &wl);
+    /* Replies for other callers than the reading one (own is the reader's
+     * slot, NULL for a watcher), which was not done before this read. */
+    delivered = c->replies_delivered - delivered;
+    if (own != NULL && atomic_load_explicit(&own->done, memory_order_relaxed))
+        delivered--;
+    if (wl.count > 0 || delivered > 0) {
+        /* The callers whose replies arrived usually queue their next
+         * request right away: they leave the writing to us while we wake
+         * the others and give them the processor once, and one send(2)
+         * below carries all of them. */
+        c->reader_flushes = true;
+        pthread_mutex_unlock(&c->lock);
+        wake_list_flush(&wl);
+        sched_yield();
+        pthread_mutex_lock(&c->lock);
+        c->reader_flushes = false;
+        if (c->out_length > 0 && !c->sending && !c->broken)
+            client_send_queued(c);
+    }
+    c->reader_busy = false;
     return n < 0 ? 0 : n;
 }
 
-typedef client_condition wait_condition;
+/* ------------------------------------------------------------- sending */
 
-/* Waits until condition(c, arg) holds: reads the socket itself when no other
- * thread is reading, otherwise sleeps until the reader has dispatched a
- * batch. Called and returns with the lock held. Returns 0 when the condition
- * holds, -EPIPE when the client is (or became) broken, -ETIMEDOUT when the
- * deadline (monotonic ms, -1: none) passed. The condition is checked first,
- * so a reply that arrived before the client broke is still delivered. */
-static int client_wait_locked(wasock_client *c, wait_condition *condition, const void *arg,
-                              int64_t deadline) {
-    bool tried = false;
-
-    for (;;) {
-        int timeout;
-
-        if (condition(c, arg))
-            return 0;
-        if (c->broken)
-            return -EPIPE;
-        timeout = remaining_ms(deadline);
-        if (tried && timeout == 0)
-            return -ETIMEDOUT;
-        tried = true;
-        if (!c->reader_busy) {
-            reader_read_and_dispatch(c, timeout);
-        } else if (deadline < 0) {
-            pthread_cond_wait(&c->progress, &c->lock);
-        } else {
-            struct timespec ts = {.tv_sec = (time_t)(deadline / 1000),
-                                  .tv_nsec = (long)(deadline % 1000) * 1000000};
-
-            pthread_cond_timedwait(&c->progress, &c->lock, &ts);
-        }
-    }
-}
-
-static bool pending_is_done(wasock_client *c, const void *arg) {
-    (void)c;
-    return ((const struct pending_request *)arg)->done;
-}
-
-static bool frames_dispatched_since(wasock_client *c, const void *arg) {
-    return c->frames_dispatched != *(const uint64_t *)arg;
-}
-
-static bool tcp_is_ready(wasock_client *c, const void *arg) {
-    (void)c;
-    return ((const wasock_tcp *)arg)->ready;
-}
-
-/* ------------------------------------------------------------- requests */
-
-/* Writes one whole frame. Serialised by send_lock, never under `lock`, so a
- * slow write never keeps the reader from dispatching. Returns 0 or -errno. */
-static int client_send_frame(wasock_client *c, const uint8_t *frame, size_t len) {
+/* Writes len bytes, waiting only if the caller made our descriptor
+ * non-blocking. Called WITHOUT the lock by the sender. 0 or -errno. */
+static int send_all(int fd, const uint8_t *buf, size_t len) {
     size_t off = 0;
-    int r = 0;
 
-    pthread_mutex_lock(&c->send_lock);
     while (off < len) {
-        ssize_t n = send(c->fd, frame + off, len - off, MSG_NOSIGNAL);
+        ssize_t n = send(fd, buf + off, len - off, MSG_NOSIGNAL);
 
         if (n >= 0) {
             off += (size_t)n;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            /* Only if the caller made our descriptor non-blocking. */
-            struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
 
-            if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
-                r = -errno;
-                break;
-            }
+            if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                return -errno;
         } else if (errno != EINTR) {
-            r = -errno;
-            break;
+            return -errno;
         }
     }
-    pthread_mutex_unlock(&c->send_lock);
-    return r;
+    return 0;
 }
+
+/* Takes the sender role and writes what is queued, round after round, until
+ * nothing is left; after CLIENT_SEND_ROUNDS_MAX rounds a sleeping thread
+ * takes the rest over. Called and returns with the lock held (released while
+ * writing) when frames are queued and nobody sends. */
+static void client_send_queued(wasock_client *c) {
+    c->sending = true;
+    for (unsigned round = 0; c->out_length > 0 && !c->broken; round++) {
+        const uint8_t *buf = c->out[c->out_fill];
+        size_t len = c->out_length;
+        int r;
+
+        if (round >= CLIENT_SEND_ROUNDS_MAX && c->sleepers) {
+            sleepers_wake_one_for_duty(c, NULL);
+            break;
+        }
+        c->out_fill ^= 1;
+        c->out_length = 0;
+        if (c->sleeping_watchers > 0)
+            sleepers_wake_watchers(c, NULL); /* one may wait for room */
+        pthread_mutex_unlock(&c->lock);
+        r = send_all(c->fd, buf, len);
+        pthread_mutex_lock(&c->lock);
+        if (r < 0)
+            client_break(c);
+    }
+    c->sending = false;
+}
+
+/* Waits, as a watcher, until the output buffer has room for one more frame
+ * of any size. Called with the lock held. Returns 0, or -EPIPE when the
+ * client broke meanwhile. */
+static int client_wait_output_room(wasock_client *c) {
+    struct waiter w = {.watcher = true};
+
+    while (!c->broken && c->out_length + PROTO_MAX_FRAME > CLIENT_OUTPUT_BUFFER_SIZE) {
+        if (!c->sending)
+            client_send_queued(c);
+        else
+            waiter_sleep(c, &w, NULL, -1);
+    }
+    return c->broken ? -EPIPE : 0;
+}
+
+/* Encodes req with the given id at the end of the output buffer. Called
+ * with the lock held. Returns 0, -EINVAL when req cannot be encoded, or
+ * -EPIPE when the client is (or became) broken. */
+static int client_queue_frame(wasock_client *c, proto_msg *req, uint32_t id) {
+    ssize_t len;
+
+    if (client_wait_output_room(c) < 0)
+        return -EPIPE;
+    req->id = id;
+    req->nfds = 0;
+    len = proto_encode(req, c->out[c->out_fill] + c->out_length,
+                       CLIENT_OUTPUT_BUFFER_SIZE - c->out_length);
+    if (len < 0)
+        return -EINVAL;
+    c->out_length += (size_t)len;
+    return 0;
+}
+
+/* ------------------------------------------------------------- requests */
 
 static uint32_t client_next_request_id(wasock_client *c) {
     do {
-        c->last_request_id++;
+        c->last_request_id = (c->last_request_id + 1) & ~CLIENT_UNACKED_ID_BIT;
     } while (c->last_request_id == 0 || pending_find(c, c->last_request_id));
     return c->last_request_id;
 }
@@ -631,7 +986,51 @@ static void pending_release(struct pending_request *p) {
     p->nfds = 0;
 }
 
-/* Sends req (type and fields set; the id is assigned here) and waits for
+/* Waits for p's reply: sends queued frames when nobody does, reads when
+ * nobody does, sleeps otherwise. Called with the lock held; returns WITHOUT
+ * it. Returns 0 once the reply is in p, -EPIPE when the client is or became
+ * broken, -ETIMEDOUT when the deadline (monotonic ms, -1: none) passed. On
+ * failure p is unlinked. The reply is checked first, so a reply that arrived
+ * before the client broke is still delivered. */
+static int client_wait_reply(wasock_client *c, struct pending_request *p, int64_t deadline) {
+    bool tried = false;
+    int r;
+
+    for (;;) {
+        int timeout;
+
+        /* Frames nobody sends first: a thread woken for that duty may find
+         * its own reply already delivered. */
+        if (c->out_length > 0 && !c->sending && !c->reader_flushes && !c->broken) {
+            client_send_queued(c);
+            continue;
+        }
+        if (atomic_load_explicit(&p->done, memory_order_acquire)) {
+            r = 0;
+            break;
+        }
+        if (c->broken) {
+            r = -EPIPE;
+            break;
+        }
+        timeout = remaining_ms(deadline);
+        if (tried && timeout == 0) {
+            r = -ETIMEDOUT;
+            break;
+        }
+        tried = true;
+        if (!c->reader_busy)
+            reader_read_and_dispatch(c, timeout, p);
+        else if (!waiter_sleep(c, &p->waiter, &p->done, timeout))
+            return 0; /* delivered; the reader handles its own hand-off */
+    }
+    pending_unlink(p);
+    client_hand_off_reading(c);
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+/* Queues req (type and fields set; the id is assigned here) and waits for
  * its reply until deadline (monotonic ms, -1: none). p is the caller's slot;
  * p->new_tcp may be set before the call (see struct pending_request).
  * Returns 0 with the reply in p->reply and its descriptors in p->fds (the
@@ -640,11 +1039,15 @@ static void pending_release(struct pending_request *p) {
  * -ETIMEDOUT. On failure p holds no descriptors. */
 static int client_call(wasock_client *c, proto_msg *req, struct pending_request *p,
                        int64_t deadline) {
-    uint8_t frame[PROTO_MAX_FRAME];
-    ssize_t len;
     int r;
 
-    p->done = false;
+    atomic_init(&p->done, false);
+    atomic_init(&p->waiter.wake_seq, 0);
+    atomic_init(&p->waiter.duty, false);
+    atomic_init(&p->waiter.in_kernel, false);
+    p->waiter.sleeping = false;
+    p->waiter.watcher = false;
+    p->linked = false;
     p->nfds = 0;
     p->reply_type = (uint16_t)(req->type | PROTO_REPLY);
 
@@ -653,34 +1056,53 @@ static int client_call(wasock_client *c, proto_msg *req, struct pending_request 
         pthread_mutex_unlock(&c->lock);
         return -EPIPE;
     }
-    req->id = client_next_request_id(c);
-    req->nfds = 0;
-    len = proto_encode(req, frame, sizeof(frame));
-    if (len < 0) {
+    p->id = client_next_request_id(c);
+    r = client_queue_frame(c, req, p->id);
+    if (r < 0) {
         pthread_mutex_unlock(&c->lock);
-        return -EINVAL;
+        return r;
     }
     /* Linked before sending: another thread may read the reply first. */
-    p->id = req->id;
-    p->next = c->pending;
-    c->pending = p;
-    pthread_mutex_unlock(&c->lock);
-
-    r = client_send_frame(c, frame, (size_t)len);
-
-    pthread_mutex_lock(&c->lock);
-    if (r < 0)
-        client_break(c);
-    r = client_wait_locked(c, pending_is_done, p, deadline);
-    pending_unlink(c, p);
+    pending_link(c, p);
+    r = client_wait_reply(c, p, deadline);
     if (r == 0 && p->reply.err == PROTO_E_PROTOCOL) {
         /* The daemon refused our frame as malformed and closes the session. */
+        pthread_mutex_lock(&c->lock);
         client_break(c);
+        pthread_mutex_unlock(&c->lock);
         r = -EPIPE;
     }
-    pthread_mutex_unlock(&c->lock);
     if (r < 0)
         pending_release(p);
+    return r;
+}
+
+/* Queues req without waiting for its reply (see CLIENT_UNACKED_MAX), and
+ * sends it unless another thread is sending. Returns 0, or -EAGAIN when too
+ * many such requests are outstanding (the caller then waits for this one),
+ * -EPIPE when broken, -EINVAL when req cannot be encoded. */
+static int client_send_unacked(wasock_client *c, proto_msg *req) {
+    int r;
+
+    pthread_mutex_lock(&c->lock);
+    if (c->broken) {
+        r = -EPIPE;
+    } else if (c->unacked >= CLIENT_UNACKED_MAX) {
+        r = -EAGAIN;
+    } else {
+        uint32_t id = (c->last_unacked_id + 1) & ~CLIENT_UNACKED_ID_BIT;
+
+        if (id == 0)
+            id = 1;
+        r = client_queue_frame(c, req, id | CLIENT_UNACKED_ID_BIT);
+        if (r == 0) {
+            c->last_unacked_id = id;
+            c->unacked++;
+            if (!c->sending && !c->reader_flushes)
+                client_send_queued(c);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
     return r;
 }
 
@@ -710,6 +1132,60 @@ static wasock_err client_reply_violation(wasock_client *c, struct pending_reques
     client_break(c);
     pthread_mutex_unlock(&c->lock);
     return WASOCK_E_DAEMON;
+}
+
+typedef client_condition wait_condition;
+
+/* Waits as a watcher until condition(c, arg) holds: sends queued frames
+ * when nobody does, reads the socket itself when no other thread does, and
+ * otherwise sleeps until the reader has dispatched a batch. Called and
+ * returns with the lock held. Returns 0 when the condition holds, -EPIPE
+ * when the client is (or became) broken, -ETIMEDOUT when the deadline
+ * (monotonic ms, -1: none) passed. The condition is checked first, so a
+ * change that arrived before the client broke is still seen. */
+static int client_wait_locked(wasock_client *c, wait_condition *condition, const void *arg,
+                              int64_t deadline) {
+    struct waiter w = {.watcher = true};
+    bool tried = false;
+    int r;
+
+    for (;;) {
+        int timeout;
+
+        if (c->out_length > 0 && !c->sending && !c->reader_flushes && !c->broken) {
+            client_send_queued(c);
+            continue;
+        }
+        if (condition(c, arg)) {
+            r = 0;
+            break;
+        }
+        if (c->broken) {
+            r = -EPIPE;
+            break;
+        }
+        timeout = remaining_ms(deadline);
+        if (tried && timeout == 0) {
+            r = -ETIMEDOUT;
+            break;
+        }
+        tried = true;
+        if (!c->reader_busy)
+            reader_read_and_dispatch(c, timeout, NULL);
+        else
+            waiter_sleep(c, &w, NULL, timeout);
+    }
+    client_hand_off_reading(c);
+    return r;
+}
+
+static bool frames_dispatched_since(wasock_client *c, const void *arg) {
+    return c->frames_dispatched != *(const uint64_t *)arg;
+}
+
+static bool tcp_is_ready(wasock_client *c, const void *arg) {
+    (void)c;
+    return ((const wasock_tcp *)arg)->ready;
 }
 
 /* ------------------------------------------------------------- the client */
@@ -753,6 +1229,7 @@ static void client_free(wasock_client *c) {
             close_if_open(t->input_fd);
             if (t->output_fd != t->input_fd)
                 close_if_open(t->output_fd);
+            close_if_open(t->handoff_fd);
             free(t);
             t = next;
         }
@@ -771,8 +1248,6 @@ static void client_free(wasock_client *c) {
     }
     fd_queue_close_all(c);
     close_if_open(c->fd);
-    pthread_cond_destroy(&c->progress);
-    pthread_mutex_destroy(&c->send_lock);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -780,7 +1255,7 @@ static void client_free(wasock_client *c) {
 /* Allocates a client with its locks and an empty handle map; no socket yet.
  * Returns NULL when out of memory. */
 static wasock_client *client_alloc(int wasi_version) {
-    pthread_condattr_t attr;
+    pthread_mutexattr_t attr;
     wasock_client *c = calloc(1, sizeof(*c));
 
     if (!c)
@@ -793,13 +1268,13 @@ static wasock_client *client_alloc(int wasi_version) {
         free(c);
         return NULL;
     }
-    pthread_mutex_init(&c->lock, NULL);
-    pthread_mutex_init(&c->send_lock, NULL);
-    /* Timed waits use the monotonic clock, like the deadlines. */
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->progress, &attr);
-    pthread_condattr_destroy(&attr);
+    /* The lock is held for microseconds at a time: a thread that finds it
+     * taken spins briefly before sleeping, which saves a futex round trip
+     * when many threads share the client. */
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&c->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
     return c;
 }
 
@@ -977,8 +1452,9 @@ wasock_err wasock_client_dispatch(wasock_client *c) {
     pthread_mutex_lock(&c->lock);
     /* When another thread is reading, it dispatches what arrives. */
     for (int i = 0; i < CLIENT_DISPATCH_READS_MAX && !c->broken && !c->reader_busy; i++)
-        if (reader_read_and_dispatch(c, 0) == 0)
+        if (reader_read_and_dispatch(c, 0, NULL) == 0)
             break;
+    client_hand_off_reading(c);
     err = c->broken ? WASOCK_E_DAEMON : WASOCK_OK;
     pthread_mutex_unlock(&c->lock);
     return err;
@@ -1031,7 +1507,17 @@ static wasock_tcp *tcp_alloc(wasock_client *c, wasock_family family) {
     t->stream_error = WASOCK_OK;
     t->input_fd = -1;
     t->output_fd = -1;
+    t->handoff_fd = -1;
     return t;
+}
+
+/* A handed-off connection: keeps a duplicate of the socket (its own, so
+ * that shutdown replacing a stream descriptor does not lose it) for the
+ * calls answered locally. Without one (out of descriptors) those calls go
+ * to the daemon, which says NOT_SUPPORTED. */
+static void tcp_keep_handoff_socket(wasock_tcp *t, int fd) {
+    if (t->handoff_fd < 0)
+        t->handoff_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 }
 
 /* Takes the stream descriptors of a successful finish-connect / accept reply
@@ -1050,6 +1536,8 @@ static int tcp_adopt_streams(wasock_tcp *t, struct pending_request *p, int *inpu
         t->input_fd = p->fds[0];
         t->output_fd = p->nfds > 1 ? p->fds[1] : p->fds[0];
         p->nfds = 0;
+        if (t->input_fd == t->output_fd && client_fd_is_socket(t->input_fd))
+            tcp_keep_handoff_socket(t, t->input_fd);
     } else {
         pending_release(p);
     }
@@ -1191,6 +1679,8 @@ static wasock_err tcp_address_query(wasock_tcp *s, uint16_t type, wasock_addr *o
 
     if (!s || !out)
         return WASOCK_E_INVALID_ARGUMENT;
+    if (s->handoff_fd >= 0)
+        return client_handoff_address(s->handoff_fd, type == PROTO_TCP_REMOTE_ADDRESS, out);
     tcp_request_init(&req, s, type);
     err = client_request(s->client, &req, &p);
     if (err != WASOCK_OK)
@@ -1226,6 +1716,8 @@ static wasock_err tcp_get_option(wasock_tcp *s, uint16_t option, uint64_t *value
 
     if (!s)
         return WASOCK_E_INVALID_ARGUMENT;
+    if (s->handoff_fd >= 0)
+        return client_handoff_get_option(s->handoff_fd, s->family, option, value);
     tcp_request_init(&req, s, PROTO_TCP_GET_OPTION);
     req.option = option;
     err = client_request(s->client, &req, &p);
@@ -1241,6 +1733,8 @@ static wasock_err tcp_set_option(wasock_tcp *s, uint16_t option, uint64_t value)
 
     if (!s)
         return WASOCK_E_INVALID_ARGUMENT;
+    if (s->handoff_fd >= 0)
+        return client_handoff_set_option(s->handoff_fd, s->family, option, value);
     tcp_request_init(&req, s, PROTO_TCP_SET_OPTION);
     req.option = option;
     req.value = value;
@@ -1387,6 +1881,14 @@ wasock_err wasock_tcp_shutdown(wasock_tcp *s, wasock_shutdown how) {
 
     if (!s || (!receive && !send_side))
         return WASOCK_E_INVALID_ARGUMENT;
+    if (s->handoff_fd >= 0) {
+        /* The socket itself: shut it down here. A 0.2 stream descriptor
+         * (the shared socket) is replaced only when both directions end. */
+        err = client_handoff_shutdown(s->handoff_fd, how);
+        if (err == WASOCK_OK && receive && send_side && s->input_fd >= 0)
+            err = stream_replace_with_null(s->input_fd);
+        return err;
+    }
     /* A descriptor shared by both directions can only be replaced when both
      * end; for one direction the daemon's shutdown of its side is enough. */
     if (receive && s->input_fd >= 0 && (!shared || send_side))
@@ -1415,17 +1917,24 @@ void wasock_tcp_drop(wasock_tcp *s) {
     broken = c->broken;
     pthread_mutex_unlock(&c->lock);
 
-    close_if_open(s->input_fd);
-    if (s->output_fd != s->input_fd)
-        close_if_open(s->output_fd);
     if (!broken) {
         proto_msg req;
 
         /* The outcome does not matter to the caller: the handle is gone
-         * either way, and a daemon that went away closed the socket. */
+         * either way, and a daemon that went away closed the socket. So the
+         * drop is sent without waiting for its reply, unless too many such
+         * replies are due already. */
         tcp_request_init(&req, s, PROTO_TCP_DROP);
-        (void)tcp_simple_request(s, &req);
+        if (client_send_unacked(c, &req) == -EAGAIN)
+            (void)tcp_simple_request(s, &req);
     }
+    /* The streams close after the drop is sent: bytes written before are in
+     * pipe U either way, and a relay that learns of the drop first finishes
+     * at once instead of also reacting to the output stream's end. */
+    close_if_open(s->input_fd);
+    if (s->output_fd != s->input_fd)
+        close_if_open(s->output_fd);
+    close_if_open(s->handoff_fd);
     free(s);
 }
 
@@ -1494,6 +2003,8 @@ static wasock_err tcp_take_stream(wasock_tcp *s, uint8_t direction, int *fd) {
     if (p.nfds != 1)
         return client_reply_violation(s->client, &p);
     *fd = p.fds[0];
+    if (client_fd_is_socket(*fd))
+        tcp_keep_handoff_socket(s, *fd);
     return WASOCK_OK;
 }
 

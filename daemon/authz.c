@@ -54,6 +54,8 @@ struct authz_pending {
     bool audit;
     proto_err refusal; /* what a refusal returns */
     uint64_t started_ns;
+    policy_data_path *data_path_out; /* the query's data_path, written on allow */
+    policy_data_path data_path;      /* the prompting rule's allow.data_path */
 };
 
 /* The remembered-answer hook's context for one decision. */
@@ -298,6 +300,9 @@ proto_err authz_decide(session *s, const authz_query *q) {
     }
     log_decision(s, q, req.host, action, v.decided_by);
     err = action == POLICY_ALLOW ? PROTO_OK : refusal_error(&v);
+    if (err == PROTO_OK && q->data_path != NULL) {
+        *q->data_path = v.data_path;
+    }
     audit_immediate(s, q, &req, &v, decision, v.decided_by, err, started);
     if (q->verdict != NULL) {
         *q->verdict = v;
@@ -337,6 +342,8 @@ static authz_pending *pending_new(session *s, const authz_query *q, const char *
     p->audit = v->audit;
     p->refusal = refusal_error(v);
     p->started_ns = started_ns;
+    p->data_path_out = q->data_path;
+    p->data_path = v->data_path;
     /* A waiting decision holds state in the daemon: it counts as one of
      * the tenant's pending operations until it ends. */
     session_usage(s)->pending_ops++;
@@ -348,6 +355,9 @@ static void pending_finish(authz_pending *p, proto_err result) {
     authz_done_fn done = p->done;
     void *cookie = p->cookie;
 
+    if (result == PROTO_OK && p->data_path_out != NULL) {
+        *p->data_path_out = p->data_path;
+    }
     session_usage(p->s)->pending_ops--;
     free(p);
     done(cookie, result);
@@ -417,6 +427,9 @@ authz_status authz_begin(session *s, const authz_query *q, authz_done_fn done, v
             *q->binding = binding;
         }
         *result = PROTO_OK;
+        if (q->data_path != NULL) {
+            *q->data_path = v.data_path;
+        }
         return AUTHZ_DECIDED;
 
     case POLICY_DENY:
@@ -490,6 +503,9 @@ authz_status authz_begin(session *s, const authz_query *q, authz_done_fn done, v
                               : "no prompt agent may answer for the tenant",
                           policy_action_name(now.action));
     *result = now.action == POLICY_ALLOW ? PROTO_OK : refusal_error(&v);
+    if (*result == PROTO_OK && q->data_path != NULL) {
+        *q->data_path = v.data_path;
+    }
     snprintf(decision, sizeof(decision), "%s-%s", prompt_outcome_name(now.outcome),
              policy_action_name(now.action));
     audit_immediate(s, q, &req, &v, decision, v.decided_by, *result, started);

@@ -53,6 +53,11 @@ typedef struct authz_query {
     struct hostbind_entry **binding;
     /* Optional out: the verdict the decision was made with. */
     policy_verdict *verdict;
+    /* Optional out: where an allowed connection's bytes flow (the deciding
+     * rule's allow.data_path), written only when the answer is allow, also
+     * when it comes later: the pointee must live until then (a field of
+     * the asking socket). */
+    policy_data_path *data_path;
 } authz_query;
 
 /* Name bindings (both ways of asking): a connect or send to an address the

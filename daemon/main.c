@@ -38,6 +38,7 @@ typedef struct options {
     const char *control_path; /* NULL: next to the client socket */
     bool no_control_socket;   /* --no-control-socket */
     const char *logs_dir;
+    unsigned max_sessions_per_uid; /* --max-sessions-per-uid; 0: the default */
     log_level level;
 } options;
 
@@ -73,6 +74,9 @@ static void print_usage(FILE *out) {
             "  -L, --logs-dir DIR       where the policy's audit file goes (default:\n"
             "                           $LOGS_DIRECTORY, else %s); the built-in\n"
             "                           default policy audits to stderr only\n"
+            "      --max-sessions-per-uid N\n"
+            "                           sessions one uid may hold at once (default %d,\n"
+            "                           at most %d)\n"
             "  -l, --log-level LEVEL    error, warn, info (default) or debug\n"
             "  -V, --version            print the version and exit\n"
             "  -h, --help               print this help and exit\n"
@@ -82,7 +86,26 @@ static void print_usage(FILE *out) {
             "refused and the running policy kept).\n"
             "systemd: Type=notify readiness via $NOTIFY_SOCKET; socket activation via\n"
             "$LISTEN_FDS (the activated socket replaces --socket).\n",
-            WASOCK_DEFAULT_SOCKET, CONTROL_SOCKET_NAME, DEFAULT_LOGS_DIR);
+            WASOCK_DEFAULT_SOCKET, CONTROL_SOCKET_NAME, DEFAULT_LOGS_DIR,
+            SERVER_MAX_SESSIONS_PER_UID, SERVER_MAX_SESSIONS);
+}
+
+/* getopt code of the long-only option --max-sessions-per-uid. */
+#define OPT_MAX_SESSIONS_PER_UID 0x100
+
+/* A session cap: a decimal number in [1, SERVER_MAX_SESSIONS]. 0 or -EINVAL. */
+static int parse_session_cap(const char *text, unsigned *out) {
+    char *end;
+    unsigned long v;
+
+    errno = 0;
+    v = strtoul(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v == 0 ||
+        v > SERVER_MAX_SESSIONS) {
+        return -EINVAL;
+    }
+    *out = (unsigned)v;
+    return 0;
 }
 
 /* Parses the command line. Returns 0 to run, 1 when main should exit with
@@ -96,6 +119,7 @@ static int parse_options(int argc, char **argv, options *o, int *exit_code) {
         {"no-control-socket", no_argument, NULL, 'N'},
         {"logs-dir", required_argument, NULL, 'L'},
         {"log-level", required_argument, NULL, 'l'},
+        {"max-sessions-per-uid", required_argument, NULL, OPT_MAX_SESSIONS_PER_UID},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -132,6 +156,14 @@ static int parse_options(int argc, char **argv, options *o, int *exit_code) {
             break;
         case 'L':
             o->logs_dir = optarg;
+            break;
+        case OPT_MAX_SESSIONS_PER_UID:
+            if (parse_session_cap(optarg, &o->max_sessions_per_uid) < 0) {
+                fprintf(stderr, "wasockd: --max-sessions-per-uid takes a number from 1 to %d\n",
+                        SERVER_MAX_SESSIONS);
+                *exit_code = 2;
+                return 1;
+            }
             break;
         case 'l':
             if (log_level_parse(optarg, &o->level) < 0) {
@@ -397,6 +429,9 @@ int main(int argc, char **argv) {
         log_error("out of memory");
         uv_loop_close(&loop);
         return 1;
+    }
+    if (d.opts.max_sessions_per_uid != 0) {
+        (void)server_set_max_sessions_per_uid(d.srv, d.opts.max_sessions_per_uid);
     }
     r = server_configure(d.srv, d.opts.policy_path, d.opts.logs_dir, why, sizeof(why));
     if (r < 0) {

@@ -48,6 +48,7 @@ struct server {
 
     struct session **sessions;
     size_t nsessions, sessions_cap;
+    unsigned max_sessions_per_uid; /* SERVER_MAX_SESSIONS_PER_UID unless configured */
     uint64_t next_session_id;
 
     tenant_usage *tenants;
@@ -72,6 +73,7 @@ int server_new(uv_loop_t *loop, policy *initial_policy, server **out) {
     s->loop = loop;
     s->listen_fd = -1;
     s->next_session_id = 1;
+    s->max_sessions_per_uid = SERVER_MAX_SESSIONS_PER_UID;
     *out = s;
     return 0;
 }
@@ -357,11 +359,11 @@ static void accept_one(server *s, int fd) {
         close(fd);
         return;
     }
-    if (sessions_of_uid(s, peer.uid) >= SERVER_MAX_SESSIONS_PER_UID) {
+    if (sessions_of_uid(s, peer.uid) >= s->max_sessions_per_uid) {
         log_write_ratelimited(&accept_log, LOG_LEVEL_WARN,
-                              "refusing a connection from pid %ld uid %ld: that uid has %d "
+                              "refusing a connection from pid %ld uid %ld: that uid has %u "
                               "sessions open",
-                              (long)peer.pid, (long)peer.uid, SERVER_MAX_SESSIONS_PER_UID);
+                              (long)peer.pid, (long)peer.uid, s->max_sessions_per_uid);
         close(fd);
         return;
     }
@@ -563,4 +565,12 @@ void server_free(server *s) {
     auditsink_close(&s->audit);
     policy_ref_put(s->pol);
     free(s);
+}
+
+int server_set_max_sessions_per_uid(server *s, unsigned max) {
+    if (max == 0 || max > SERVER_MAX_SESSIONS) {
+        return -ERANGE;
+    }
+    s->max_sessions_per_uid = max;
+    return 0;
 }

@@ -103,6 +103,12 @@ int server_listen_fd(server *s, int fd);
 /* Starts accepting connections. */
 int server_start(server *s);
 
+/* Changes the cap of sessions one uid may hold (default
+ * SERVER_MAX_SESSIONS_PER_UID), within [1, SERVER_MAX_SESSIONS]: for hosts
+ * where one runtime user legitimately opens many sessions. Returns 0 or
+ * -ERANGE. */
+int server_set_max_sessions_per_uid(server *s, unsigned max);
+
 /* The socket path (for the startup message) and its permission bits as
  * the file system shows them (-1 if unknown). */
 const char *server_socket_path(const server *s);

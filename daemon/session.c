@@ -737,6 +737,11 @@ static void session_read(session *s) {
         }
         s->in_len += (size_t)n;
         process_input(s);
+        if ((size_t)n < iov.iov_len) {
+            /* A short read emptied the socket: one more recvmsg would only
+             * say EAGAIN. */
+            return;
+        }
     }
 }
 

@@ -19,10 +19,13 @@
 #include "proto.h"
 #include "server.h"
 
-/* Read buffer: a few whole frames, so one recvmsg usually brings several
- * pipelined requests. Fixed size, allocated with the session: a request
- * never causes an allocation, and a client cannot make it grow. */
-#define SESSION_INPUT_BUFFER (PROTO_MAX_FRAME * 4)
+/* Read buffer: one whole frame of the largest size, which is also room for
+ * a hundred or more typical pipelined requests (about 20 bytes each) per
+ * recvmsg. Fixed size, allocated with the session: a request never causes
+ * an allocation, and a client cannot make it grow. Kept to one frame
+ * because every idle session carries it (the target is 16 KiB of daemon
+ * memory per idle session). */
+#define SESSION_INPUT_BUFFER PROTO_MAX_FRAME
 
 /* Output back-pressure. Above the high-water mark of unsent bytes the
  * session stops reading requests (each request adds a reply) until the

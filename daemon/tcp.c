@@ -12,6 +12,7 @@
 #include "tcp.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -119,6 +120,12 @@ typedef struct tcp_sock {
     /* The name binding a connect was allowed through, pinned while the
      * socket lives (dns.keep_while_open), or NULL. */
     struct hostbind_entry *binding;
+    /* Where the connection's bytes flow: the connect rule's allow.data_path.
+     * Handoff passes the socket itself to the client instead of relay
+     * pipes; once it is handed out, the daemon closes its copy (fd -1) and
+     * keeps only the handle. */
+    policy_data_path data_path;
+    bool handed_off;
 } tcp_sock;
 
 static void tcp_destroy(resource *r);
@@ -401,6 +408,85 @@ static void on_relay_end(void *data, bool download, int err) {
     session_flush(s);
 }
 
+/* --- handoff ------------------------------------------------------------------ */
+
+/* The connection goes to the client as the socket itself (allow.data_path
+ * handoff): no relay. A 0.3 session takes each direction with TCP_STREAM,
+ * so two duplicates wait in client_fds; the daemon keeps its own socket
+ * until both are taken (it answers options and addresses until then).
+ * Returns a WASI result. */
+static proto_err handoff_prepare(tcp_sock *t) {
+    session *s = sess_of(t);
+
+    poll_close(t);
+    if (session_wasi(s) == PROTO_WASI_0_2) {
+        return PROTO_OK; /* the reply carries the socket itself */
+    }
+    for (int i = 0; i < STREAM_COUNT; i++) {
+        t->client_fds[i] = fcntl(t->fd, F_DUPFD_CLOEXEC, 0);
+        if (t->client_fds[i] < 0) {
+            int err = errno;
+            for (int j = 0; j < i; j++) {
+                close(t->client_fds[j]);
+                t->client_fds[j] = -1;
+            }
+            return errmap_errno(err, errmap_flags(s));
+        }
+    }
+    return PROTO_OK;
+}
+
+/* The daemon no longer holds the socket: it was handed out. */
+static void handoff_forget_socket(tcp_sock *t) {
+    if (t->fd >= 0) {
+        close(t->fd);
+    }
+    t->fd = -1;
+    t->handed_off = true;
+    log_debug("session %llu handle %u: socket handed off to the client",
+              (unsigned long long)session_id(sess_of(t)), (unsigned)t->res.handle);
+}
+
+/* 0.2 finish-connect reply of a handoff: one descriptor, the socket, for
+ * both streams. session_send owns it from here (closed once sent). */
+static void handoff_reply_0_2(session *s, tcp_sock *t, proto_msg *reply) {
+    int fd = t->fd;
+
+    t->fd = -1;
+    handoff_forget_socket(t);
+    t->stream_taken[STREAM_INPUT] = t->stream_taken[STREAM_OUTPUT] = true;
+    reply->nfds = 1;
+    session_send(s, reply, &fd);
+}
+
+/* 0.3: after TCP_STREAM handed out the last duplicate, forget the socket. */
+static void handoff_forget_when_taken(tcp_sock *t) {
+    if (t->data_path == POLICY_DATA_HANDOFF && !t->handed_off && t->stream_taken[STREAM_INPUT] &&
+        t->stream_taken[STREAM_OUTPUT]) {
+        handoff_forget_socket(t);
+    }
+}
+
+/* Requests that need the socket cannot be served once it was handed off:
+ * the client holds it and answers them itself (libwasock does). Replies
+ * and returns true in that case. */
+static bool reply_if_handed_off(session *s, const proto_msg *req, const tcp_sock *t) {
+    if (!t->handed_off) {
+        return false;
+    }
+    session_reply_error(s, req, PROTO_E_NOT_SUPPORTED,
+                        "the socket was handed off to the client: ask the socket");
+    return true;
+}
+
+/* WASI shutdown of a handoff connection whose socket the daemon still
+ * holds (0.3, streams not all taken): on the socket itself. */
+static void handoff_shutdown(tcp_sock *t, uint8_t how) {
+    (void)shutdown(t->fd, how == PROTO_SHUT_RECEIVE ? SHUT_RD
+                          : how == PROTO_SHUT_SEND  ? SHUT_WR
+                                                    : SHUT_RDWR);
+}
+
 /* A connection is established: start the relay. The socket must not be
  * polled by us any more. Returns a WASI result. */
 static proto_err start_relay(tcp_sock *t) {
@@ -408,6 +494,9 @@ static proto_err start_relay(tcp_sock *t) {
     int input = -1, output = -1;
     int r;
 
+    if (t->data_path == POLICY_DATA_HANDOFF) {
+        return handoff_prepare(t);
+    }
     poll_close(t);
     r = relay_new(session_loop(s), t->fd, on_relay_end, t, &t->relay, &input, &output);
     if (r < 0) {
@@ -425,7 +514,9 @@ static proto_err start_relay(tcp_sock *t) {
  * the input and output stream descriptors; a 0.3 session takes them later
  * with TCP_STREAM. */
 static void reply_with_streams(session *s, tcp_sock *t, proto_msg *reply) {
-    if (session_wasi(s) == PROTO_WASI_0_2) {
+    if (session_wasi(s) == PROTO_WASI_0_2 && t->data_path == POLICY_DATA_HANDOFF) {
+        handoff_reply_0_2(s, t, reply);
+    } else if (session_wasi(s) == PROTO_WASI_0_2) {
         int fds[2] = {t->client_fds[STREAM_INPUT], t->client_fds[STREAM_OUTPUT]};
         t->client_fds[STREAM_INPUT] = t->client_fds[STREAM_OUTPUT] = -1;
         t->stream_taken[STREAM_INPUT] = t->stream_taken[STREAM_OUTPUT] = true;
@@ -618,6 +709,25 @@ static void on_connect_done(uv_poll_t *h, int status, int events) {
     session_flush(s);
 }
 
+/* A connect to this host is usually complete by the time connect(2)
+ * returns EINPROGRESS (loopback delivers the handshake on the spot). One
+ * zero-timeout poll says so, and saves a poll handle, a loop turn and the
+ * two readiness events of a pending connect. Returns true with t->result
+ * set when the connect has resolved; false (errno left EINPROGRESS) when
+ * it is still pending. */
+static bool connect_resolved_now(tcp_sock *t) {
+    struct pollfd p = {.fd = t->fd, .events = POLLOUT};
+    int err = 0;
+
+    if (poll(&p, 1, 0) <= 0 || (p.revents & (POLLOUT | POLLERR)) == 0 ||
+        sock_get_int(t->fd, SOL_SOCKET, SO_ERROR, &err) < 0 || err == EINPROGRESS) {
+        errno = EINPROGRESS;
+        return false;
+    }
+    t->result = errmap_errno(err, ERRMAP_ADDRESS_GIVEN | errmap_flags(sess_of(t)));
+    return true;
+}
+
 /* The policy allowed the connect: the non-blocking connect(2). */
 static void start_kernel_connect(tcp_sock *t) {
     session *s = sess_of(t);
@@ -628,6 +738,8 @@ static void start_kernel_connect(tcp_sock *t) {
     t->has_local = true; /* the kernel binds now if we had not */
     if (connect(t->fd, (struct sockaddr *)&ss, len) == 0) {
         t->result = PROTO_OK; /* resolved at once */
+    } else if (errno == EINPROGRESS && connect_resolved_now(t)) {
+        /* resolved before we could watch it */
     } else if (errno == EINPROGRESS) {
         int r = poll_start(t, UV_WRITABLE, on_connect_done);
         if (r < 0) {
@@ -652,6 +764,7 @@ static void ask_connect(tcp_sock *t) {
     q.local = t->has_local && local_address(t, &local) == 0 ? &local : NULL;
     q.remote = &t->op_addr;
     q.binding = &binding; /* set when allowed at once through a name binding */
+    q.data_path = &t->data_path;
     ask(t, STEP_CONNECT, &q);
     if (binding != NULL && !t->destroyed && t->binding == NULL) {
         hostbind_pin(binding);
@@ -1248,7 +1361,12 @@ static void handle_accept(session *s, const proto_msg *req) {
 static void handle_shutdown(session *s, const proto_msg *req) {
     tcp_sock *t = find_sock(s, req);
 
-    if (t == NULL) {
+    if (t == NULL || reply_if_handed_off(s, req, t)) {
+        return;
+    }
+    if (t->state == TCP_CONNECTED && t->data_path == POLICY_DATA_HANDOFF && t->fd >= 0) {
+        handoff_shutdown(t, req->how);
+        session_reply_ok(s, req);
         return;
     }
     if (t->state != TCP_CONNECTED || t->relay == NULL) {
@@ -1280,7 +1398,7 @@ static void handle_local_address(session *s, const proto_msg *req) {
     proto_msg reply;
     int r;
 
-    if (t == NULL) {
+    if (t == NULL || reply_if_handed_off(s, req, t)) {
         return;
     }
     /* Unbound, or a bind not finished: no address yet. A socket that never
@@ -1307,7 +1425,7 @@ static void handle_remote_address(session *s, const proto_msg *req) {
     proto_msg reply;
     int r = 0;
 
-    if (t == NULL) {
+    if (t == NULL || reply_if_handed_off(s, req, t)) {
         return;
     }
     if (t->state != TCP_CONNECTED) {
@@ -1350,6 +1468,7 @@ static void handle_stream(session *s, const proto_msg *req) {
     fd = t->client_fds[dir];
     t->client_fds[dir] = -1;
     t->stream_taken[dir] = true;
+    handoff_forget_when_taken(t);
     proto_reply_ok(req, &reply);
     reply.nfds = 1;
     session_send(s, &reply, &fd);
@@ -1362,7 +1481,7 @@ static void handle_get_option(session *s, const proto_msg *req) {
     proto_msg reply;
     int v = 0, r = 0;
 
-    if (t == NULL) {
+    if (t == NULL || reply_if_handed_off(s, req, t)) {
         return;
     }
     proto_reply_ok(req, &reply);
@@ -1447,7 +1566,7 @@ static void handle_set_option(session *s, const proto_msg *req) {
     int v = 0, r;
     int level, name;
 
-    if (t == NULL) {
+    if (t == NULL || reply_if_handed_off(s, req, t)) {
         return;
     }
     if (req->option == PROTO_OPT_LISTEN_BACKLOG_SIZE) {

@@ -16,6 +16,7 @@ bench_row_fn bench_row_pipelined;  /* bench-control.c */
 bench_row_fn bench_row_connect;    /* bench-tcp.c */
 bench_row_fn bench_row_accept;     /* bench-tcp.c */
 bench_row_fn bench_row_bulk;       /* bench-tcp.c */
+bench_row_fn bench_row_handoff;    /* bench-tcp.c */
 bench_row_fn bench_row_exchange;   /* bench-tcp.c */
 bench_row_fn bench_row_decide;     /* bench-decide.c */
 bench_row_fn bench_row_memory;     /* bench-memory.c */

@@ -831,6 +831,86 @@ void bench_row_bulk(bench_daemon *d) {
     }
 }
 
+/* ------------------------------------------------------------------ handoff */
+
+/* The handoff row's daemon policy: the bench user's tcp.connect to
+ * loopback hands the socket off; everything else on loopback is allowed. */
+static const char handoff_policy_fmt[] = "version: 1\n"
+                                         "defaults: { action: deny }\n"
+                                         "tenants:\n"
+                                         "  default:\n"
+                                         "    match: { uids: [ %u, 0 ], token: none }\n"
+                                         "    protocols: [ tcp ]\n"
+                                         "    default: deny\n"
+                                         "    rules:\n"
+                                         "      - id: bench-handoff\n"
+                                         "        ops: [ tcp.connect ]\n"
+                                         "        remote: [ \"@loopback\" ]\n"
+                                         "        action: allow\n"
+                                         "        allow: { data_path: handoff }\n"
+                                         "      - id: bench-loopback\n"
+                                         "        ops: [ any ]\n"
+                                         "        local: [ \"@loopback\" ]\n"
+                                         "        remote: [ \"@loopback\" ]\n"
+                                         "        action: allow\n";
+
+void bench_row_handoff(bench_daemon *shared) {
+    static const struct {
+        const char *key, *title;
+        bool upload;
+    } directions[] = {
+        {"handoff_upload", "TCP bulk upload with handoff (client -> peer)", true},
+        {"handoff_download", "TCP bulk download with handoff (peer -> client)", false},
+    };
+    char policy[sizeof(handoff_policy_fmt) + 16];
+    bench_daemon d;
+    wasock_client *c = NULL;
+    uint16_t port;
+    (void)shared; /* this row needs a daemon with a handoff policy */
+    snprintf(policy, sizeof(policy), handoff_policy_fmt, (unsigned)getuid());
+    bench_daemon_opts opts = {.policy_yaml = policy};
+    int listen_fd = bench_listen_loopback(&port, TCP_PLAIN_BACKLOG);
+    int started = bench_daemon_start_with(&d, &opts);
+    wasock_err e = started == 0 ? bench_client_open(&d, &c) : WASOCK_E_DAEMON;
+
+    for (size_t i = 0; i < sizeof(directions) / sizeof(directions[0]); i++) {
+        bench_group *g = bench_group_open(directions[i].key, directions[i].title, "MB/s",
+                                          BENCH_HIGHER_IS_BETTER);
+        bench_group_note(g,
+                         "policy rule allow: { data_path: handoff }: the client gets the "
+                         "connected socket itself; %lu MiB per transfer in %u KiB "
+                         "reads/writes",
+                         BENCH_PICK(TCP_BULK_BYTES_FULL, TCP_BULK_BYTES_QUICK) >> 20,
+                         TCP_BULK_CHUNK / 1024);
+        bench_series *direct = bench_series_add(g, "direct", "loopback TCP");
+        bench_series *handoff = bench_series_add(g, "wasockd", "handoff (the socket itself)");
+        bench_compare(g, handoff, direct, (bench_target){BENCH_TARGET_AT_LEAST, 0.97, ">= 0.97x"});
+        if (listen_fd < 0) {
+            bench_group_error(g, "plain listener: %s", strerror(-listen_fd));
+            continue;
+        }
+        if (started < 0 || e != WASOCK_OK) {
+            bench_group_error(g, "daemon with the handoff policy: %s",
+                              started < 0 ? strerror(-started) : wasock_err_name(e));
+            continue;
+        }
+        for (unsigned rep = 0; rep < bench_cfg.reps; rep++) {
+            bool upload = directions[i].upload;
+            if (!bulk_sample(g, direct, PATH_DIRECT, c, listen_fd, port, upload) ||
+                !bulk_sample(g, handoff, PATH_WASOCKD, c, listen_fd, port, upload)) {
+                break;
+            }
+        }
+    }
+    wasock_client_close(c);
+    if (started == 0 && bench_daemon_stop(&d) < 0) {
+        fprintf(stderr, "wasock-bench: the handoff daemon did not stop cleanly\n");
+    }
+    if (listen_fd >= 0) {
+        close(listen_fd);
+    }
+}
+
 /* ------------------------------------------------------------------ exchange */
 
 /* Echoes TCP_EXCHANGE_BYTES messages on the peer's blocking socket until

@@ -74,6 +74,9 @@ void bench_daemon_emergency_stop(void) {
         }
         unlink(d->socket_path);
         unlink(d->log_path);
+        if (d->policy_path[0] != '\0') {
+            unlink(d->policy_path);
+        }
         rmdir(d->dir);
     }
 }
@@ -118,7 +121,7 @@ void bench_progress(const char *fmt, ...) {
 /* ------------------------------------------------------------------ daemon */
 
 static void remove_directory(const char *dir) {
-    static const char *const names[] = {"s.sock", "wasockd.log"};
+    static const char *const names[] = {"s.sock", "wasockd.log", "policy.yaml", "audit.jsonl"};
     char path[BENCH_PATH_MAX + 32];
     if (dir[0] == '\0') {
         return;
@@ -182,7 +185,8 @@ static bool reap_within(pid_t pid, int *status, int timeout_ms) {
 }
 
 /* The child after fork: becomes wasockd with its output in log_fd. */
-static void exec_daemon(const bench_daemon *d, int log_fd, pid_t parent) {
+static void exec_daemon(const bench_daemon *d, const bench_daemon_opts *o, int log_fd,
+                        pid_t parent) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) {
         _exit(127);
@@ -196,13 +200,48 @@ static void exec_daemon(const bench_daemon *d, int log_fd, pid_t parent) {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);
-    const char *argv[] = {bench_cfg.wasockd, "--socket", d->socket_path, NULL};
+    const char *argv[7 + BENCH_DAEMON_EXTRA_ARGS + 1] = {bench_cfg.wasockd, "--socket",
+                                                         d->socket_path};
+    size_t argc = 3;
+    if (d->policy_path[0] != '\0') {
+        /* A policy file's audit log goes to the logs directory: ours. */
+        argv[argc++] = "--policy";
+        argv[argc++] = d->policy_path;
+        argv[argc++] = "--logs-dir";
+        argv[argc++] = d->dir;
+    }
+    for (size_t i = 0; o != NULL && i < BENCH_DAEMON_EXTRA_ARGS && o->extra_args[i] != NULL; i++) {
+        argv[argc++] = o->extra_args[i];
+    }
+    argv[argc] = NULL;
     execv(bench_cfg.wasockd, (char *const *)argv);
     dprintf(STDERR_FILENO, "exec %s: %s\n", bench_cfg.wasockd, strerror(errno));
     _exit(127);
 }
 
 int bench_daemon_start(bench_daemon *d) {
+    return bench_daemon_start_with(d, NULL);
+}
+
+/* Writes the policy text to d->policy_path. 0 or -errno. */
+static int write_policy(bench_daemon *d, const char *yaml) {
+    int n = snprintf(d->policy_path, sizeof(d->policy_path), "%s/policy.yaml", d->dir);
+    if (n < 0 || (size_t)n >= sizeof(d->policy_path)) {
+        d->policy_path[0] = '\0';
+        return -ENAMETOOLONG;
+    }
+    int fd = open(d->policy_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return -errno;
+    }
+    size_t len = strlen(yaml);
+    ssize_t w = write(fd, yaml, len);
+    int r = w == (ssize_t)len ? 0 : -EIO;
+    close(fd);
+    return r;
+}
+
+int bench_daemon_start_with(bench_daemon *d, const bench_daemon_opts *o) {
     memset(d, 0, sizeof(*d));
     const char *tmp = getenv("TMPDIR");
     /* A short base keeps the socket path far below sun_path's 108 bytes. */
@@ -223,6 +262,13 @@ int bench_daemon_start(bench_daemon *d) {
         remove_directory(d->dir);
         return -ENAMETOOLONG;
     }
+    if (o != NULL && o->policy_yaml != NULL) {
+        int r = write_policy(d, o->policy_yaml);
+        if (r < 0) {
+            remove_directory(d->dir);
+            return r;
+        }
+    }
     int log_fd = open(d->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd < 0) {
         int e = errno;
@@ -239,7 +285,7 @@ int bench_daemon_start(bench_daemon *d) {
         return -e;
     }
     if (pid == 0) {
-        exec_daemon(d, log_fd, parent);
+        exec_daemon(d, o, log_fd, parent);
     }
     close(log_fd);
     d->pid = pid;

@@ -159,13 +159,26 @@ typedef struct bench_daemon {
     char dir[BENCH_PATH_MAX];         /* the mkdtemp directory */
     char socket_path[BENCH_PATH_MAX]; /* its control socket */
     char log_path[BENCH_PATH_MAX];    /* its stderr */
+    char policy_path[BENCH_PATH_MAX]; /* its policy file, "" for the built-in default */
 } bench_daemon;
+
+/* Most extra command-line arguments bench_daemon_start_with passes. */
+#define BENCH_DAEMON_EXTRA_ARGS 4
+
+/* How a row wants its own daemon started. */
+typedef struct bench_daemon_opts {
+    const char *policy_yaml; /* written to a file and passed with --policy; NULL: none */
+    const char *extra_args[BENCH_DAEMON_EXTRA_ARGS + 1]; /* NULL-terminated */
+} bench_daemon_opts;
 
 /* Starts bench_cfg.wasockd with the built-in default policy on a socket in
  * a new temporary directory and waits (bounded) until it accepts. 0 or
  * -errno; on failure nothing is left running and the log is printed. The
  * daemon dies with this process (PR_SET_PDEATHSIG). */
 int bench_daemon_start(bench_daemon *d);
+
+/* The same with a policy and extra arguments (o may be NULL). */
+int bench_daemon_start_with(bench_daemon *d, const bench_daemon_opts *o);
 
 /* SIGTERM, a bounded wait, then SIGKILL; removes the directory. Returns 0
  * when the daemon exited by itself or from the SIGTERM, -ETIMEDOUT when it

@@ -58,7 +58,7 @@ static const bench_row catalogue[] = {
     {"connect", "TCP create+connect+stream fds vs direct connect", bench_row_connect, true},
     {"accept", "TCP accept rate vs direct accept", bench_row_accept, true},
     {"bulk", "TCP bulk throughput through the relay vs direct and socat", bench_row_bulk, true},
-    {"handoff", "TCP bulk throughput with handoff vs direct", NULL, true},
+    {"handoff", "TCP bulk throughput with handoff vs direct", bench_row_handoff, false},
     {"exchange", "small request/response exchanges, relayed vs direct", bench_row_exchange, true},
     {"udp", "UDP datagrams/s (64 and 1400 bytes) through the daemon vs direct", NULL, true},
     {"lookup", "name lookup of a literal and of localhost vs getaddrinfo", NULL, true},

@@ -34,6 +34,12 @@
  *   what arrived. So every call also handles events (readiness stays current
  *   in every thread), and wasock_client_dispatch returns at once when another
  *   thread is reading (that thread dispatches).
+ * - Waiting costs a little processor time: a thread yields the processor
+ *   for up to about 50 us (reading) or 50 yields (sleeping) before it
+ *   sleeps in the kernel, because on a virtual machine waking a sleeping
+ *   thread costs more than a whole round trip to the daemon.
+ * - Requests from several threads are written together: one send(2) may
+ *   carry many threads' requests, in the order the calls queued them.
  *
  * When the daemon goes away
  * - When the daemon closes the connection, dies, or sends something that
@@ -221,7 +227,13 @@ WASOCK_API wasock_err wasock_tcp_finish_bind(wasock_tcp *s);
 WASOCK_API wasock_err wasock_tcp_start_connect(wasock_tcp *s, const wasock_addr *remote);
 /* On success in a 0.2 session: *input_fd and *output_fd are the WASI input
  * and output streams: non-blocking descriptors to read, write and poll.
- * They may be the same descriptor or two (the runtime must handle both).
+ * They may be the same descriptor or two (the runtime must handle both):
+ * normally two pipes relayed by the daemon; when the policy hands the
+ * connection off (allow: { data_path: handoff }), one descriptor, the
+ * connected TCP socket itself. For a handed-off socket libwasock answers
+ * shutdown, the options and the addresses locally on the socket (the daemon
+ * no longer holds it), with the same rules; see policy/REFERENCE.md for
+ * what handing a socket to the runtime means for trust.
  * They belong to the wasock_tcp: do not close them; wasock_tcp_shutdown
  * changes them and wasock_tcp_drop closes them. In a 0.3 session both are
  * set to -1: take streams with wasock_tcp_send/_receive. Either pointer may
@@ -275,7 +287,12 @@ WASOCK_API bool wasock_tcp_ready(wasock_tcp *s);
  * descriptors keep their numbers (they are replaced in place with dup2),
  * so a runtime's poll set stays valid. In a 0.3 session the descriptors
  * are the caller's and are left alone (closing them is the 0.3 way); the
- * request still reaches the daemon. */
+ * request still reaches the daemon. A handed-off connection is shut down
+ * with shutdown(2) on the socket, without a round trip: RECEIVE and SEND
+ * act on the socket (writes after SEND fail with EPIPE; after RECEIVE,
+ * Linux still lets reads return bytes that were queued or arrive later, so
+ * the runtime must stop reading the input stream itself), and BOTH also
+ * replaces a 0.2 stream descriptor with /dev/null as above. */
 WASOCK_API wasock_err wasock_tcp_shutdown(wasock_tcp *s, wasock_shutdown how);
 
 /* The error that ended the connection's streams, once the input stream has
@@ -285,8 +302,11 @@ WASOCK_API wasock_err wasock_tcp_stream_error(wasock_tcp *s);
 
 /* Drops the socket in any state: the daemon closes the real socket (bytes
  * already written to the output stream are delivered first), cancels what
- * is pending, and the 0.2 stream descriptors are closed. Costs one round
- * trip (none in a broken client). NULL is allowed. */
+ * is pending, and the 0.2 stream descriptors are closed. Does not wait for
+ * the daemon: the request is sent and its reply is discarded when it
+ * arrives (only when hundreds of such replies are still due does a drop
+ * wait for its own). Requests made after it, from any thread, reach the
+ * daemon after it. NULL is allowed. */
 WASOCK_API void wasock_tcp_drop(wasock_tcp *s);
 
 /* 0.3 shape: each call waits until the operation resolved and returns its
@@ -306,7 +326,10 @@ WASOCK_API wasock_err wasock_tcp_listen(wasock_tcp *s);
  * after every byte written); closing the input descriptor drops the receive
  * stream (SHUT_RD). Both stay valid after wasock_tcp_drop. In a 0.2 session
  * the streams came with finish_connect / accept, and these return
- * INVALID_STATE. */
+ * INVALID_STATE. For a handed-off connection each is a duplicate of the
+ * connected socket: closing one does not end its direction while the other
+ * (or the wasock_tcp) is open, so end a direction with shutdown(2) on it or
+ * with wasock_tcp_shutdown. */
 WASOCK_API wasock_err wasock_tcp_send(wasock_tcp *s, int *output_fd);
 WASOCK_API wasock_err wasock_tcp_receive(wasock_tcp *s, int *input_fd);
 
