@@ -240,8 +240,8 @@ static const char *shadow_text(const policy_verdict *v, char *buf, size_t len) {
 }
 
 static void audit_immediate(session *s, const authz_query *q, const policy_request *req,
-                            const policy_verdict *v, const char *decision,
-                            const char *decided_by, proto_err err, uint64_t started_ns) {
+                            const policy_verdict *v, const char *decision, const char *decided_by,
+                            proto_err err, uint64_t started_ns) {
     authz_subject sub;
     char shadow[sizeof(v->decided_by) + 16];
 
@@ -253,8 +253,8 @@ static void audit_immediate(session *s, const authz_query *q, const policy_reque
                    elapsed_us(started_ns));
 }
 
-static void log_decision(session *s, const authz_query *q, const char *host,
-                         policy_action action, const char *decided_by) {
+static void log_decision(session *s, const authz_query *q, const char *host, policy_action action,
+                         const char *decided_by) {
     char local[SOCKRULES_ADDR_STRLEN] = "-", remote[SOCKRULES_ADDR_STRLEN] = "-";
 
     if (!log_enabled(LOG_LEVEL_DEBUG)) {

@@ -24,4 +24,10 @@ enum errmap_flags {
  * PROTO_E_UNKNOWN. */
 proto_err errmap_errno(int err, unsigned flags);
 
+/* The flags a session of WASI shape `wasi` (enum proto_wasi_shape) adds to
+ * every mapping. */
+static inline unsigned errmap_wasi_flags(uint8_t wasi) {
+    return wasi == PROTO_WASI_0_3 ? ERRMAP_WASI_0_3 : 0;
+}
+
 #endif

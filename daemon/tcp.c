@@ -23,6 +23,8 @@
 
 #include "authz.h"
 #include "errmap.h"
+#include "socknew.h"
+#include "sockopt.h"
 #include "hostbind.h"
 #include "log.h"
 #include "relay.h"
@@ -136,10 +138,6 @@ static const struct resource_ops tcp_ops = {"tcp", tcp_destroy};
 
 static session *sess_of(tcp_sock *t) {
     return t->res.sess;
-}
-
-static unsigned errmap_flags(const session *s) {
-    return session_wasi(s) == PROTO_WASI_0_3 ? ERRMAP_WASI_0_3 : 0;
 }
 
 static const char *state_name(tcp_state st) {
@@ -259,24 +257,6 @@ static void poll_stop(tcp_sock *t) {
     }
 }
 
-static int sock_get_int(int fd, int level, int name, int *out) {
-    socklen_t len = sizeof(*out);
-
-    return getsockopt(fd, level, name, out, &len) < 0 ? -errno : 0;
-}
-
-static int sock_set_int(int fd, int level, int name, int value) {
-    return setsockopt(fd, level, name, &value, sizeof(value)) < 0 ? -errno : 0;
-}
-
-static int hop_limit_level(const tcp_sock *t) {
-    return t->family == PROTO_IPV6 ? IPPROTO_IPV6 : IPPROTO_IP;
-}
-
-static int hop_limit_name(const tcp_sock *t) {
-    return t->family == PROTO_IPV6 ? IPV6_UNICAST_HOPS : IP_TTL;
-}
-
 /* True when a connection waits on the listening socket (no blocking). */
 static bool connection_waiting(int fd) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -303,13 +283,13 @@ static proto_err do_bind(tcp_sock *t, const proto_addr *addr) {
 
     r = sockrules_addr_to_sockaddr(addr, &ss, &len);
     if (r == 0) {
-        r = sock_set_int(t->fd, SOL_SOCKET, SO_REUSEADDR, 1);
+        r = sockopt_set_int(t->fd, SOL_SOCKET, SO_REUSEADDR, 1);
     }
     if (r == 0 && bind(t->fd, (struct sockaddr *)&ss, len) < 0) {
         r = -errno;
     }
     if (r < 0) {
-        return errmap_errno(r, ERRMAP_ADDRESS_GIVEN | errmap_flags(sess_of(t)));
+        return errmap_errno(r, ERRMAP_ADDRESS_GIVEN | errmap_wasi_flags(session_wasi(sess_of(t))));
     }
     t->has_local = true;
     t->port_chosen_by_kernel = addr->port == 0;
@@ -430,7 +410,7 @@ static proto_err handoff_prepare(tcp_sock *t) {
                 close(t->client_fds[j]);
                 t->client_fds[j] = -1;
             }
-            return errmap_errno(err, errmap_flags(s));
+            return errmap_errno(err, errmap_wasi_flags(session_wasi(s)));
         }
     }
     return PROTO_OK;
@@ -503,7 +483,7 @@ static proto_err start_relay(tcp_sock *t) {
         t->relay = NULL;
         log_debug("session %llu handle %u: cannot start the relay: %s",
                   (unsigned long long)session_id(s), (unsigned)t->res.handle, strerror(-r));
-        return errmap_errno(r, errmap_flags(s));
+        return errmap_errno(r, errmap_wasi_flags(session_wasi(s)));
     }
     t->client_fds[STREAM_INPUT] = input;
     t->client_fds[STREAM_OUTPUT] = output;
@@ -540,46 +520,13 @@ static tcp_sock *find_sock(session *s, const proto_msg *req) {
 /* --- create -------------------------------------------------------------------- */
 
 static void handle_create(session *s, const proto_msg *req) {
-    const char *tenant = session_tenant(s);
-    policy_limits limits = policy_tenant_limits(server_policy(session_server(s)), tenant);
     tenant_usage *usage = session_usage(s);
-    int af = sockrules_af(req->family);
     tcp_sock *t;
     proto_msg reply;
     int fd, r;
 
-    if (!(policy_protocols(server_policy(session_server(s)), tenant) & POLICY_PROTO_TCP)) {
-        session_reply_error(s, req, PROTO_E_ACCESS_DENIED,
-                            "the policy allows no TCP sockets for tenant \"%s\"", tenant);
-        return;
-    }
-    if (limits.sockets != 0 && usage->sockets >= limits.sockets) {
-        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT,
-                            "tenant \"%s\" has reached its limit of %u sockets", tenant,
-                            (unsigned)limits.sockets);
-        return;
-    }
-    if (session_resource_count(s) >= SESSION_MAX_RESOURCES) {
-        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT, "this connection holds %d resources",
-                            SESSION_MAX_RESOURCES);
-        return;
-    }
-    if (af < 0) {
-        session_reply_error(s, req, PROTO_E_INVALID_ARGUMENT, "unknown address family");
-        return;
-    }
-    fd = socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    fd = socknew_open(s, req, POLICY_PROTO_TCP);
     if (fd < 0) {
-        r = errno;
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "socket: %s", strerror(r));
-        return;
-    }
-    /* v6 sockets are v6-only from the start: IPv4 peers must never reach a
-     * v6 socket through mapped addresses around the policy's IPv4 rules. */
-    if (af == AF_INET6 && (r = sock_set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1)) < 0) {
-        close(fd);
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "IPV6_V6ONLY: %s",
-                            strerror(-r));
         return;
     }
     t = tcp_sock_new(fd, req->family);
@@ -691,7 +638,7 @@ static void on_connect_done(uv_poll_t *h, int status, int events) {
     (void)events;
     /* libuv reports POLLERR as status UV_EBADF; the socket's own error is
      * the real answer (ECONNREFUSED, ETIMEDOUT, ...). */
-    if (sock_get_int(t->fd, SOL_SOCKET, SO_ERROR, &err) < 0) {
+    if (sockopt_get_int(t->fd, SOL_SOCKET, SO_ERROR, &err) < 0) {
         err = errno;
     } else if (err == 0 && status < 0) {
         err = status; /* libuv errors are negative errno values */
@@ -702,7 +649,7 @@ static void on_connect_done(uv_poll_t *h, int status, int events) {
     poll_close(t);
     t->connect_pending = false;
     pending_op_end(t);
-    t->result = errmap_errno(err, ERRMAP_ADDRESS_GIVEN | errmap_flags(s));
+    t->result = errmap_errno(err, ERRMAP_ADDRESS_GIVEN | errmap_wasi_flags(session_wasi(s)));
     log_debug("session %llu handle %u: connect finished: %s", (unsigned long long)session_id(s),
               (unsigned)t->res.handle, proto_err_name(t->result));
     set_ready(t, true);
@@ -720,11 +667,12 @@ static bool connect_resolved_now(tcp_sock *t) {
     int err = 0;
 
     if (poll(&p, 1, 0) <= 0 || (p.revents & (POLLOUT | POLLERR)) == 0 ||
-        sock_get_int(t->fd, SOL_SOCKET, SO_ERROR, &err) < 0 || err == EINPROGRESS) {
+        sockopt_get_int(t->fd, SOL_SOCKET, SO_ERROR, &err) < 0 || err == EINPROGRESS) {
         errno = EINPROGRESS;
         return false;
     }
-    t->result = errmap_errno(err, ERRMAP_ADDRESS_GIVEN | errmap_flags(sess_of(t)));
+    t->result =
+        errmap_errno(err, ERRMAP_ADDRESS_GIVEN | errmap_wasi_flags(session_wasi(sess_of(t))));
     return true;
 }
 
@@ -743,13 +691,13 @@ static void start_kernel_connect(tcp_sock *t) {
     } else if (errno == EINPROGRESS) {
         int r = poll_start(t, UV_WRITABLE, on_connect_done);
         if (r < 0) {
-            t->result = errmap_errno(r, errmap_flags(s));
+            t->result = errmap_errno(r, errmap_wasi_flags(session_wasi(s)));
         } else {
             t->connect_pending = true;
             pending_op_begin(t);
         }
     } else {
-        t->result = errmap_errno(errno, ERRMAP_ADDRESS_GIVEN | errmap_flags(s));
+        t->result = errmap_errno(errno, ERRMAP_ADDRESS_GIVEN | errmap_wasi_flags(session_wasi(s)));
     }
 }
 
@@ -921,7 +869,7 @@ static void step_decided(tcp_sock *t, tcp_step step, proto_err result) {
         return;
     case STEP_LISTEN:
         if (listen(t->fd, t->backlog) < 0) {
-            t->result = errmap_errno(errno, errmap_flags(sess_of(t)));
+            t->result = errmap_errno(errno, errmap_wasi_flags(session_wasi(sess_of(t))));
         } else {
             t->listen_started = true;
         }
@@ -1128,19 +1076,22 @@ static void inherit_options(const tcp_sock *listener, tcp_sock *conn) {
     int v;
 
     for (size_t i = 0; i < sizeof(keepalive_opts) / sizeof(keepalive_opts[0]); i++) {
-        if (sock_get_int(listener->fd, keepalive_opts[i].level, keepalive_opts[i].name, &v) == 0) {
-            sock_set_int(conn->fd, keepalive_opts[i].level, keepalive_opts[i].name, v);
+        if (sockopt_get_int(listener->fd, keepalive_opts[i].level, keepalive_opts[i].name, &v) ==
+            0) {
+            sockopt_set_int(conn->fd, keepalive_opts[i].level, keepalive_opts[i].name, v);
         }
     }
-    if (sock_get_int(listener->fd, hop_limit_level(listener), hop_limit_name(listener), &v) == 0) {
-        sock_set_int(conn->fd, hop_limit_level(conn), hop_limit_name(conn), v);
+    if (sockopt_get_int(listener->fd, sockopt_hop_limit_level(listener->family),
+                        sockopt_hop_limit_name(listener->family), &v) == 0) {
+        sockopt_set_int(conn->fd, sockopt_hop_limit_level(conn->family),
+                        sockopt_hop_limit_name(conn->family), v);
     }
-    if (listener->rcvbuf_set && sock_get_int(listener->fd, SOL_SOCKET, SO_RCVBUF, &v) == 0) {
-        sock_set_int(conn->fd, SOL_SOCKET, SO_RCVBUF, v / 2);
+    if (listener->rcvbuf_set && sockopt_get_int(listener->fd, SOL_SOCKET, SO_RCVBUF, &v) == 0) {
+        sockopt_set_int(conn->fd, SOL_SOCKET, SO_RCVBUF, v / 2);
         conn->rcvbuf_set = true;
     }
-    if (listener->sndbuf_set && sock_get_int(listener->fd, SOL_SOCKET, SO_SNDBUF, &v) == 0) {
-        sock_set_int(conn->fd, SOL_SOCKET, SO_SNDBUF, v / 2);
+    if (listener->sndbuf_set && sockopt_get_int(listener->fd, SOL_SOCKET, SO_SNDBUF, &v) == 0) {
+        sockopt_set_int(conn->fd, SOL_SOCKET, SO_SNDBUF, v / 2);
         conn->sndbuf_set = true;
     }
 }
@@ -1241,7 +1192,7 @@ static int accept_allowed(session *s, tcp_sock *listener, proto_err *err) {
             if (accept_error_is_transient(e)) {
                 continue;
             }
-            *err = errmap_errno(e, errmap_flags(s));
+            *err = errmap_errno(e, errmap_wasi_flags(session_wasi(s)));
             return -1;
         }
         if (sockrules_addr_from_sockaddr((struct sockaddr *)&ss, len, &peer) < 0) {
@@ -1411,8 +1362,8 @@ static void handle_local_address(session *s, const proto_msg *req) {
     proto_reply_ok(req, &reply);
     r = local_address(t, &reply.addr);
     if (r < 0) {
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "getsockname: %s",
-                            strerror(-r));
+        session_reply_error(s, req, errmap_errno(r, errmap_wasi_flags(session_wasi(s))),
+                            "getsockname: %s", strerror(-r));
         return;
     }
     session_send(s, &reply, NULL);
@@ -1439,8 +1390,8 @@ static void handle_remote_address(session *s, const proto_msg *req) {
         r = sockrules_addr_from_sockaddr((struct sockaddr *)&ss, len, &reply.addr);
     }
     if (r < 0) {
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "getpeername: %s",
-                            strerror(-r));
+        session_reply_error(s, req, errmap_errno(r, errmap_wasi_flags(session_wasi(s))),
+                            "getpeername: %s", strerror(-r));
         return;
     }
     session_send(s, &reply, NULL);
@@ -1487,31 +1438,32 @@ static void handle_get_option(session *s, const proto_msg *req) {
     proto_reply_ok(req, &reply);
     switch (req->option) {
     case PROTO_OPT_KEEP_ALIVE_ENABLED:
-        r = sock_get_int(t->fd, SOL_SOCKET, SO_KEEPALIVE, &v);
+        r = sockopt_get_int(t->fd, SOL_SOCKET, SO_KEEPALIVE, &v);
         reply.value = v != 0;
         break;
     case PROTO_OPT_KEEP_ALIVE_IDLE_TIME:
-        r = sock_get_int(t->fd, IPPROTO_TCP, TCP_KEEPIDLE, &v);
+        r = sockopt_get_int(t->fd, IPPROTO_TCP, TCP_KEEPIDLE, &v);
         reply.value = sockrules_keepalive_time_from_kernel(v);
         break;
     case PROTO_OPT_KEEP_ALIVE_INTERVAL:
-        r = sock_get_int(t->fd, IPPROTO_TCP, TCP_KEEPINTVL, &v);
+        r = sockopt_get_int(t->fd, IPPROTO_TCP, TCP_KEEPINTVL, &v);
         reply.value = sockrules_keepalive_time_from_kernel(v);
         break;
     case PROTO_OPT_KEEP_ALIVE_COUNT:
-        r = sock_get_int(t->fd, IPPROTO_TCP, TCP_KEEPCNT, &v);
+        r = sockopt_get_int(t->fd, IPPROTO_TCP, TCP_KEEPCNT, &v);
         reply.value = v < 0 ? 0 : (uint64_t)v;
         break;
     case PROTO_OPT_HOP_LIMIT:
-        r = sock_get_int(t->fd, hop_limit_level(t), hop_limit_name(t), &v);
+        r = sockopt_get_int(t->fd, sockopt_hop_limit_level(t->family),
+                            sockopt_hop_limit_name(t->family), &v);
         reply.value = v < 0 ? 0 : (uint64_t)v;
         break;
     case PROTO_OPT_RECEIVE_BUFFER_SIZE:
-        r = sock_get_int(t->fd, SOL_SOCKET, SO_RCVBUF, &v);
+        r = sockopt_get_int(t->fd, SOL_SOCKET, SO_RCVBUF, &v);
         reply.value = sockrules_buffer_size_from_kernel(v);
         break;
     case PROTO_OPT_SEND_BUFFER_SIZE:
-        r = sock_get_int(t->fd, SOL_SOCKET, SO_SNDBUF, &v);
+        r = sockopt_get_int(t->fd, SOL_SOCKET, SO_SNDBUF, &v);
         reply.value = sockrules_buffer_size_from_kernel(v);
         break;
     case PROTO_OPT_IS_LISTENING:
@@ -1523,8 +1475,8 @@ static void handle_get_option(session *s, const proto_msg *req) {
         return;
     }
     if (r < 0) {
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "getsockopt: %s",
-                            strerror(-r));
+        session_reply_error(s, req, errmap_errno(r, errmap_wasi_flags(session_wasi(s))),
+                            "getsockopt: %s", strerror(-r));
         return;
     }
     session_send(s, &reply, NULL);
@@ -1596,8 +1548,8 @@ static void handle_set_option(session *s, const proto_msg *req) {
         break;
     case PROTO_OPT_HOP_LIMIT:
         err = sockrules_hop_limit_to_kernel(req->value, &v);
-        level = hop_limit_level(t);
-        name = hop_limit_name(t);
+        level = sockopt_hop_limit_level(t->family);
+        name = sockopt_hop_limit_name(t->family);
         break;
     case PROTO_OPT_RECEIVE_BUFFER_SIZE:
         err = sockrules_buffer_size_to_kernel(req->value, &v);
@@ -1622,15 +1574,15 @@ static void handle_set_option(session *s, const proto_msg *req) {
         session_reply_error(s, req, err, "value %llu out of range", (unsigned long long)req->value);
         return;
     }
-    r = sock_set_int(t->fd, level, name, v);
+    r = sockopt_set_int(t->fd, level, name, v);
     /* Buffer sizes are a hint: Linux clamps silently, and ENOBUFS from
      * systems that refuse instead means the same. */
     if (r == -ENOBUFS && (name == SO_RCVBUF || name == SO_SNDBUF) && level == SOL_SOCKET) {
         r = 0;
     }
     if (r < 0) {
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "setsockopt: %s",
-                            strerror(-r));
+        session_reply_error(s, req, errmap_errno(r, errmap_wasi_flags(session_wasi(s))),
+                            "setsockopt: %s", strerror(-r));
         return;
     }
     if (level == SOL_SOCKET && name == SO_RCVBUF) {

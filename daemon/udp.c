@@ -22,6 +22,8 @@
 
 #include "authz.h"
 #include "errmap.h"
+#include "socknew.h"
+#include "sockopt.h"
 #include "hostbind.h"
 #include "log.h"
 #include "server.h"
@@ -125,10 +127,6 @@ static session *sess_of(udp_sock *u) {
     return u->res.sess;
 }
 
-static unsigned errmap_flags(const session *s) {
-    return session_wasi(s) == PROTO_WASI_0_3 ? ERRMAP_WASI_0_3 : 0;
-}
-
 static const char *state_name(udp_state st) {
     static const char *const names[] = {
         [UDP_UNBOUND] = "unbound",
@@ -158,16 +156,6 @@ static bool same_peer(const proto_addr *a, const proto_addr *b) {
     return a->family == b->family && a->port == b->port &&
            memcmp(a->ip, b->ip, ip_len(a->family)) == 0 &&
            (a->family != PROTO_IPV6 || a->scope_id == b->scope_id);
-}
-
-static int sock_get_int(int fd, int level, int name, int *out) {
-    socklen_t len = sizeof(*out);
-
-    return getsockopt(fd, level, name, out, &len) < 0 ? -errno : 0;
-}
-
-static int sock_set_int(int fd, int level, int name, int value) {
-    return setsockopt(fd, level, name, &value, sizeof(value)) < 0 ? -errno : 0;
 }
 
 static int read_address(int fd, bool peer, proto_addr *out) {
@@ -888,62 +876,29 @@ static udp_sock *find_sock(session *s, const proto_msg *req) {
 /* --- create --------------------------------------------------------------------------- */
 
 static void handle_create(session *s, const proto_msg *req) {
-    const char *tenant = session_tenant(s);
-    const policy *p = server_policy(session_server(s));
-    policy_limits limits = policy_tenant_limits(p, tenant);
     int af = sockrules_af(req->family);
     int pair[2] = {-1, -1};
     udp_sock *u;
     proto_msg reply;
     int fd, r;
 
-    if (!(policy_protocols(p, tenant) & POLICY_PROTO_UDP)) {
-        session_reply_error(s, req, PROTO_E_ACCESS_DENIED,
-                            "the policy allows no UDP sockets for tenant \"%s\"", tenant);
-        return;
-    }
-    if (limits.sockets != 0 && session_usage(s)->sockets >= limits.sockets) {
-        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT,
-                            "tenant \"%s\" has reached its limit of %u sockets", tenant,
-                            (unsigned)limits.sockets);
-        return;
-    }
-    if (session_resource_count(s) >= SESSION_MAX_RESOURCES) {
-        session_reply_error(s, req, PROTO_E_NEW_SOCKET_LIMIT, "this connection holds %d resources",
-                            SESSION_MAX_RESOURCES);
-        return;
-    }
-    if (af < 0) {
-        session_reply_error(s, req, PROTO_E_INVALID_ARGUMENT, "unknown address family");
-        return;
-    }
-    fd = socket(af, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
+    fd = socknew_open(s, req, POLICY_PROTO_UDP);
     if (fd < 0) {
-        r = errno;
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "socket: %s", strerror(r));
-        return;
-    }
-    /* v6 sockets are v6-only: IPv4 peers must never reach them through
-     * mapped addresses around the policy's IPv4 rules. */
-    if (af == AF_INET6 && (r = sock_set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1)) < 0) {
-        close(fd);
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "IPV6_V6ONLY: %s",
-                            strerror(-r));
         return;
     }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) < 0) {
         r = errno;
         close(fd);
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "socketpair: %s",
-                            strerror(r));
+        session_reply_error(s, req, errmap_errno(r, errmap_wasi_flags(session_wasi(s))),
+                            "socketpair: %s", strerror(r));
         return;
     }
     /* Each datagram's arrival address, for udp.receive decisions. */
-    sock_set_int(fd, af == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP,
-                 af == AF_INET6 ? IPV6_RECVPKTINFO : IP_PKTINFO, 1);
+    sockopt_set_int(fd, af == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP,
+                    af == AF_INET6 ? IPV6_RECVPKTINFO : IP_PKTINFO, 1);
     /* A hint: the kernel caps it at net.core.wmem_max. */
-    sock_set_int(pair[0], SOL_SOCKET, SO_SNDBUF, UDP_CHANNEL_BUFFER);
-    sock_set_int(pair[1], SOL_SOCKET, SO_SNDBUF, UDP_CHANNEL_BUFFER);
+    sockopt_set_int(pair[0], SOL_SOCKET, SO_SNDBUF, UDP_CHANNEL_BUFFER);
+    sockopt_set_int(pair[1], SOL_SOCKET, SO_SNDBUF, UDP_CHANNEL_BUFFER);
     u = calloc(1, sizeof(*u));
     if (u == NULL) {
         close(fd);
@@ -988,7 +943,7 @@ static proto_err do_bind(udp_sock *u, const proto_addr *addr) {
         r = -errno;
     }
     if (r < 0) {
-        return errmap_errno(r, ERRMAP_ADDRESS_GIVEN | errmap_flags(sess_of(u)));
+        return errmap_errno(r, ERRMAP_ADDRESS_GIVEN | errmap_wasi_flags(session_wasi(sess_of(u))));
     }
     u->port_chosen_by_kernel = addr->port == 0;
     refresh_local(u);
@@ -1083,7 +1038,7 @@ static proto_err disconnect(udp_sock *u) {
     memset(&unspec, 0, sizeof(unspec));
     unspec.sa_family = AF_UNSPEC;
     if (connect(u->fd, &unspec, sizeof(unspec)) < 0 && errno != EAFNOSUPPORT) {
-        return errmap_errno(errno, errmap_flags(sess_of(u)));
+        return errmap_errno(errno, errmap_wasi_flags(session_wasi(sess_of(u))));
     }
     u->state = UDP_BOUND;
     refresh_local(u);
@@ -1123,7 +1078,8 @@ static proto_err associate(udp_sock *u, const proto_addr *remote) {
         return PROTO_E_INVALID_ARGUMENT;
     }
     if (connect(u->fd, (struct sockaddr *)&ss, len) < 0) {
-        return errmap_errno(errno, ERRMAP_ADDRESS_GIVEN | errmap_flags(sess_of(u)));
+        return errmap_errno(errno,
+                            ERRMAP_ADDRESS_GIVEN | errmap_wasi_flags(session_wasi(sess_of(u))));
     }
     u->state = UDP_CONNECTED;
     u->remote = *remote;
@@ -1251,14 +1207,6 @@ static void handle_send_check(session *s, const proto_msg *req) {
 
 /* --- options, addresses, drop ------------------------------------------------------------- */
 
-static int hop_limit_level(const udp_sock *u) {
-    return u->family == PROTO_IPV6 ? IPPROTO_IPV6 : IPPROTO_IP;
-}
-
-static int hop_limit_name(const udp_sock *u) {
-    return u->family == PROTO_IPV6 ? IPV6_UNICAST_HOPS : IP_TTL;
-}
-
 static void handle_get_option(session *s, const proto_msg *req) {
     udp_sock *u = find_sock(s, req);
     proto_msg reply;
@@ -1270,15 +1218,16 @@ static void handle_get_option(session *s, const proto_msg *req) {
     proto_reply_ok(req, &reply);
     switch (req->option) {
     case PROTO_OPT_HOP_LIMIT:
-        r = sock_get_int(u->fd, hop_limit_level(u), hop_limit_name(u), &v);
+        r = sockopt_get_int(u->fd, sockopt_hop_limit_level(u->family),
+                            sockopt_hop_limit_name(u->family), &v);
         reply.value = v < 0 ? 0 : (uint64_t)v;
         break;
     case PROTO_OPT_RECEIVE_BUFFER_SIZE:
-        r = sock_get_int(u->fd, SOL_SOCKET, SO_RCVBUF, &v);
+        r = sockopt_get_int(u->fd, SOL_SOCKET, SO_RCVBUF, &v);
         reply.value = sockrules_buffer_size_from_kernel(v);
         break;
     case PROTO_OPT_SEND_BUFFER_SIZE:
-        r = sock_get_int(u->fd, SOL_SOCKET, SO_SNDBUF, &v);
+        r = sockopt_get_int(u->fd, SOL_SOCKET, SO_SNDBUF, &v);
         reply.value = sockrules_buffer_size_from_kernel(v);
         break;
     case PROTO_OPT_DATAGRAMS_DROPPED:
@@ -1290,8 +1239,8 @@ static void handle_get_option(session *s, const proto_msg *req) {
         return;
     }
     if (r < 0) {
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "getsockopt: %s",
-                            strerror(-r));
+        session_reply_error(s, req, errmap_errno(r, errmap_wasi_flags(session_wasi(s))),
+                            "getsockopt: %s", strerror(-r));
         return;
     }
     session_send(s, &reply, NULL);
@@ -1308,8 +1257,8 @@ static void handle_set_option(session *s, const proto_msg *req) {
     switch (req->option) {
     case PROTO_OPT_HOP_LIMIT:
         err = sockrules_hop_limit_to_kernel(req->value, &v);
-        level = hop_limit_level(u);
-        name = hop_limit_name(u);
+        level = sockopt_hop_limit_level(u->family);
+        name = sockopt_hop_limit_name(u->family);
         break;
     case PROTO_OPT_RECEIVE_BUFFER_SIZE:
         err = sockrules_buffer_size_to_kernel(req->value, &v);
@@ -1330,14 +1279,14 @@ static void handle_set_option(session *s, const proto_msg *req) {
         session_reply_error(s, req, err, "value %llu out of range", (unsigned long long)req->value);
         return;
     }
-    r = sock_set_int(u->fd, level, name, v);
+    r = sockopt_set_int(u->fd, level, name, v);
     /* Buffer sizes are a hint (Linux clamps silently). */
     if (r == -ENOBUFS && level == SOL_SOCKET) {
         r = 0;
     }
     if (r < 0) {
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "setsockopt: %s",
-                            strerror(-r));
+        session_reply_error(s, req, errmap_errno(r, errmap_wasi_flags(session_wasi(s))),
+                            "setsockopt: %s", strerror(-r));
         return;
     }
     session_reply_ok(s, req);
@@ -1358,7 +1307,7 @@ static void handle_address(session *s, const proto_msg *req, bool peer) {
     proto_reply_ok(req, &reply);
     r = read_address(u->fd, peer, &reply.addr);
     if (r < 0) {
-        session_reply_error(s, req, errmap_errno(r, errmap_flags(s)), "%s: %s",
+        session_reply_error(s, req, errmap_errno(r, errmap_wasi_flags(session_wasi(s))), "%s: %s",
                             peer ? "getpeername" : "getsockname", strerror(-r));
         return;
     }
