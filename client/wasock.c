@@ -137,8 +137,7 @@ struct wasock_tcp {
      * owned by this object, on which shutdown, options and addresses are
      * answered locally; -1 otherwise (see client-internal.h). */
     int handoff_fd;
-    bool handoff_receive_shut, handoff_send_shut; /* local shutdown done */
-    wasock_tcp *map_next;                         /* chain in the client's handle map */
+    wasock_tcp *map_next; /* chain in the client's handle map */
 };
 
 /* A thread that may sleep in the client: the owner of a pending request, or
