@@ -18,6 +18,8 @@ bench_row_fn bench_row_accept;     /* bench-tcp.c */
 bench_row_fn bench_row_bulk;       /* bench-tcp.c */
 bench_row_fn bench_row_handoff;    /* bench-tcp.c */
 bench_row_fn bench_row_exchange;   /* bench-tcp.c */
+bench_row_fn bench_row_udp;        /* bench-udp.c */
+bench_row_fn bench_row_lookup;     /* bench-lookup.c */
 bench_row_fn bench_row_decide;     /* bench-decide.c */
 bench_row_fn bench_row_memory;     /* bench-memory.c */
 
