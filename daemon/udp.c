@@ -441,21 +441,37 @@ static proto_err outbound_destination(udp_sock *u, const proto_addr *dst,
     return verdict;
 }
 
-/* Sends msgs[0, n) to the network; what the kernel cannot take now is
- * held; a datagram the kernel refuses is dropped and reported. */
-static void send_to_network(udp_sock *u, struct mmsghdr *msgs, size_t n) {
-    size_t off = 0;
-
-    while (off < n) {
-        int r = sendmmsg(u->fd, msgs + off, (unsigned)(n - off), MSG_DONTWAIT);
+/* Sends msgs[*off, n) on fd with sendmmsg, retrying on EINTR and advancing
+ * *off past every datagram the kernel took. Returns 0 when all went,
+ * -EAGAIN when the kernel can take no more now (EAGAIN, ENOBUFS), or the
+ * negative errno of the datagram at *off, which failed (-EIO when sendmmsg
+ * sent nothing without saying why). */
+static int send_batch_from(int fd, struct mmsghdr *msgs, size_t n, size_t *off) {
+    while (*off < n) {
+        int r = sendmmsg(fd, msgs + *off, (unsigned)(n - *off), MSG_DONTWAIT);
         if (r > 0) {
-            off += (size_t)r;
+            *off += (size_t)r;
             continue;
         }
         if (r < 0 && errno == EINTR) {
             continue;
         }
         if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
+            return -EAGAIN;
+        }
+        return r < 0 ? -errno : -EIO;
+    }
+    return 0;
+}
+
+/* Sends msgs[0, n) to the network; what the kernel cannot take now is
+ * held; a datagram the kernel refuses is dropped and reported. */
+static void send_to_network(udp_sock *u, struct mmsghdr *msgs, size_t n) {
+    size_t off = 0;
+    int err;
+
+    while ((err = send_batch_from(u->fd, msgs, n, &off)) != 0) {
+        if (err == -EAGAIN) {
             for (; off < n; off++) {
                 if (!queue_push(&u->outbound, &msgs[off].msg_hdr)) {
                     drop_outbound(u, PROTO_E_OUT_OF_MEMORY);
@@ -465,7 +481,7 @@ static void send_to_network(udp_sock *u, struct mmsghdr *msgs, size_t n) {
         }
         /* The datagram at `off` failed (an ICMP error reported now, a size
          * the kernel refuses, ...): drop it and go on with the rest. */
-        drop_outbound(u, r < 0 ? errmap_errno(errno, 0) : PROTO_E_UNKNOWN);
+        drop_outbound(u, errmap_errno(-err, 0));
         off++;
     }
 }
@@ -583,28 +599,18 @@ static void flush_outbound(udp_sock *u) {
 /* Writes msgs[0, n) to the channel; what it cannot take now is held. */
 static void send_to_channel(udp_sock *u, struct mmsghdr *msgs, size_t n) {
     size_t off = 0;
+    int err = send_batch_from(u->chan, msgs, n, &off);
 
-    while (off < n) {
-        int r = sendmmsg(u->chan, msgs + off, (unsigned)(n - off), MSG_DONTWAIT);
-        if (r > 0) {
-            off += (size_t)r;
-            continue;
-        }
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
-            for (; off < n; off++) {
-                if (!queue_push(&u->inbound, &msgs[off].msg_hdr)) {
-                    u->dropped++;
-                }
+    if (err == -EAGAIN) {
+        for (; off < n; off++) {
+            if (!queue_push(&u->inbound, &msgs[off].msg_hdr)) {
+                u->dropped++;
             }
-            return;
         }
+    } else if (err != 0) {
         /* The client closed its end: nobody will read these. */
         u->chan_closed = true;
         u->dropped += n - off;
-        return;
     }
 }
 
