@@ -20,6 +20,7 @@
 #include "log.h"
 #include "lookup.h"
 #include "policy.h"
+#include "relay.h"
 #include "sdnotify.h"
 #include "server.h"
 #include "wasock-config.h"
@@ -453,6 +454,9 @@ int main(int argc, char **argv) {
     if (r == 0 && activated_fd < 0) {
         r = server_listen_path(d.srv, d.opts.socket_path);
     }
+    if (r == 0 && (r = relay_watch_start(&loop)) < 0) {
+        log_error("cannot watch relay descriptors: %s", strerror(-r));
+    }
     if (r == 0) {
         r = server_start(d.srv);
     }
@@ -464,6 +468,7 @@ int main(int argc, char **argv) {
         d.stopping = true;
         server_stop(d.srv);
         control_stop(d.ctl);
+        relay_watch_stop();
         uv_walk(&loop, close_if_open, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);
         control_free(d.ctl);
@@ -482,6 +487,9 @@ int main(int argc, char **argv) {
     notify("READY=1\nSTATUS=serving");
 
     uv_run(&loop, UV_RUN_DEFAULT);
+    /* Every relay is gone once the loop has nothing left to do. */
+    relay_watch_stop();
+    uv_run(&loop, UV_RUN_NOWAIT);
 
     control_free(d.ctl);
     server_free(d.srv);

@@ -15,6 +15,17 @@
  * same CPU time either way. Throughput alone does not decide; the stream
  * semantics do, so the relay keeps its pipes.
  *
+ * For the upload direction alone two more shapes were measured against
+ * pipe U with wasock-bench (the bulk upload ratio to direct TCP, six runs
+ * of each, alternating, on the same 2-processor machine): a socketpair as
+ * the client's output stream (socketpair -> internal pipe -> socket, two
+ * splices; the client's writes never contend for the lock the socket's
+ * splice holds) gave 0.51-0.67x, median 0.58x; pipe U followed by an
+ * internal pipe (pipe U -> internal pipe -> socket) 0.48-0.61x, median
+ * 0.56x; pipe U alone 0.50-0.78x, median 0.61x. Neither helped: with three
+ * parties on two processors the upload is bound by wake-ups (the
+ * processors were idle 19% of the time during it), not by the pipe's lock.
+ *
  * Trust: the pipes belong to the untrusted client process, which may close
  * its ends, stop reading, or fill pipe U at any time; the network peer is
  * untrusted too (resets, urgent data, a window that never opens). The relay
@@ -26,19 +37,19 @@
  * a bulk connection's pipes are enlarged once, within a daemon-wide budget,
  * see RELAY_UPLOAD_PIPE_BYTES).
  *
- * Structure: one uv_poll_t per descriptor (the socket serves both
- * directions), a zero-delay timer that reports direction ends from the loop
- * (so end_cb never runs inside a relay_* call), and a linger timer for
- * relay_drop. All handles live in the relay; it is freed from the last close
- * callback. A pipe end's poll handle is closed together with the descriptor,
- * because closing a poll handle whose descriptor number was already reused
- * would unregister the new owner's descriptor from epoll.
+ * Structure: one watch per descriptor (the socket serves both directions)
+ * in an epoll set shared by every relay, a zero-delay timer that reports direction ends from the
+ * loop (so end_cb never runs inside a relay_* call), and a linger timer for relay_drop. All handles
+ * live in the relay; it is freed from the last close callback. A pipe end's poll handle is closed
+ * together with the descriptor, because closing a poll handle whose descriptor number was already
+ * reused would unregister the new owner's descriptor from epoll.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -110,24 +121,182 @@ enum upload_state {
     UPLOAD_ENDED,       /* pipe U's read end is closed; never restarts */
 };
 
+/* --- one epoll set for the descriptors of every relay --------------------- */
+
+/* Why not a uv_poll_t per descriptor: libuv probes each new one with
+ * epoll_ctl ADD and DEL and sets O_NONBLOCK again, and retries ADD as MOD,
+ * which cost about ten system calls per relayed connection, a third of the
+ * daemon's work for a short connection. Here a descriptor costs one
+ * epoll_ctl when first watched and one per change of interest; closing it
+ * removes it from the set (the relay holds the only reference to each of
+ * its descriptors' open files), and the set is watched by one uv_poll_t.
+ *
+ * Events fetched in one batch may name a descriptor a handler of the same
+ * batch has closed: its watch then says fd -1 and the event is dropped. The
+ * memory stays valid because relays are freed from timer close callbacks,
+ * which libuv runs after the poll phase. */
+typedef struct relay_watch relay_watch;
+typedef void (*relay_watch_cb)(relay *r, int status, int events);
+
+struct relay_watch {
+    relay *owner;
+    int fd;          /* -1: closed (or never watched) */
+    uint32_t wanted; /* EPOLLIN/EPOLLOUT asked for; 0 = none */
+    uint32_t in_set; /* what the epoll set has; 0 = not in it */
+    relay_watch_cb cb;
+};
+
+static struct {
+    uv_poll_t poll;
+    int epoll_fd; /* -1 when not started */
+    bool closing;
+} relay_watcher = {.epoll_fd = -1};
+
+/* Readiness of the set: deliver the events. Libuv's conventions are kept
+ * for the handlers: an error is a negative status (the watch is stopped
+ * until set again), a hang-up is readiness of what was watched. */
+static void relay_watcher_on_ready(uv_poll_t *handle, int status, int events) {
+    struct epoll_event ready[64];
+    int n;
+
+    (void)handle;
+    (void)status;
+    (void)events;
+    do {
+        n = epoll_wait(relay_watcher.epoll_fd, ready, 64, 0);
+    } while (n < 0 && errno == EINTR);
+    for (int i = 0; i < n; i++) {
+        relay_watch *w = ready[i].data.ptr;
+        uint32_t got = ready[i].events;
+
+        if (w->fd < 0) {
+            continue; /* closed by an earlier handler of this batch */
+        }
+        if (w->wanted == 0) {
+            /* No longer wanted (stopping costs nothing until now): leave. */
+            (void)epoll_ctl(relay_watcher.epoll_fd, EPOLL_CTL_DEL, w->fd, NULL);
+            w->in_set = 0;
+            continue;
+        }
+        if (got & EPOLLERR) {
+            w->wanted = 0;
+            w->cb(w->owner, UV_EBADF, 0);
+            continue;
+        }
+        if (got & EPOLLHUP) {
+            got |= w->wanted;
+        }
+        int uv_events = ((got & w->wanted & EPOLLIN) ? UV_READABLE : 0) |
+                        ((got & w->wanted & EPOLLOUT) ? UV_WRITABLE : 0);
+        if (uv_events != 0) {
+            w->cb(w->owner, 0, uv_events);
+        }
+    }
+}
+
+static void relay_watcher_on_closed(uv_handle_t *handle) {
+    (void)handle;
+    close(relay_watcher.epoll_fd);
+    relay_watcher.epoll_fd = -1;
+    relay_watcher.closing = false;
+}
+
+int relay_watch_start(uv_loop_t *loop) {
+    int r;
+
+    if (relay_watcher.closing) {
+        return -EBUSY;
+    }
+    if (relay_watcher.epoll_fd >= 0) {
+        return relay_watcher.poll.loop == loop ? 0 : -EINVAL;
+    }
+    relay_watcher.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (relay_watcher.epoll_fd < 0) {
+        return -errno;
+    }
+    r = uv_poll_init(loop, &relay_watcher.poll, relay_watcher.epoll_fd);
+    if (r == 0) {
+        r = uv_poll_start(&relay_watcher.poll, UV_READABLE, relay_watcher_on_ready);
+        if (r < 0) {
+            relay_watcher.closing = true;
+            uv_close((uv_handle_t *)&relay_watcher.poll, relay_watcher_on_closed);
+            return r;
+        }
+    }
+    if (r < 0) {
+        close(relay_watcher.epoll_fd);
+        relay_watcher.epoll_fd = -1;
+        return r;
+    }
+    /* Only live relays keep the loop alive (see live_relay_count), not
+     * the set itself. */
+    uv_unref((uv_handle_t *)&relay_watcher.poll);
+    return 0;
+}
+
+void relay_watch_stop(void) {
+    if (relay_watcher.epoll_fd < 0 || relay_watcher.closing) {
+        return;
+    }
+    relay_watcher.closing = true;
+    uv_close((uv_handle_t *)&relay_watcher.poll, relay_watcher_on_closed);
+}
+
+static void relay_watch_init(relay_watch *w, relay *owner, int fd, relay_watch_cb cb) {
+    w->owner = owner;
+    w->fd = fd;
+    w->wanted = 0;
+    w->in_set = 0;
+    w->cb = cb;
+}
+
+/* Watches w's descriptor for `uv_events` (UV_READABLE/UV_WRITABLE; 0
+ * stops, lazily). Returns 0 or a negative errno. */
+static int relay_watch_set(relay_watch *w, int uv_events) {
+    uint32_t want =
+        ((uv_events & UV_READABLE) ? EPOLLIN : 0) | ((uv_events & UV_WRITABLE) ? EPOLLOUT : 0);
+    struct epoll_event ev = {.events = want, .data.ptr = w};
+    int op;
+
+    w->wanted = want;
+    if (w->fd < 0 || want == 0 || want == w->in_set) {
+        return 0;
+    }
+    op = w->in_set == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+    if (epoll_ctl(relay_watcher.epoll_fd, op, w->fd, &ev) < 0) {
+        int err = -errno;
+
+        w->wanted = 0;
+        return err;
+    }
+    w->in_set = want;
+    return 0;
+}
+
+/* Closes w's descriptor, which takes it out of the set. */
+static void relay_watch_close(relay_watch *w) {
+    if (w->fd < 0) {
+        return;
+    }
+    close(w->fd);
+    w->fd = -1;
+    w->wanted = 0;
+    w->in_set = 0;
+}
+
 struct relay {
     int sock;                /* borrowed until relay_drop, then owned */
     int download_pipe_write; /* pipe D write end, -1 once closed */
     int upload_pipe_read;    /* pipe U read end, -1 once closed */
 
-    uv_poll_t sock_poll;
-    uv_poll_t download_pipe_poll;
-    uv_poll_t upload_pipe_poll;
+    relay_watch sock_watch;
+    relay_watch download_pipe_watch;
+    relay_watch upload_pipe_watch;
     uv_timer_t report_timer; /* zero-delay: delivers end reports from the loop */
     uv_timer_t linger_timer; /* bounds the forwarding after relay_drop */
 
-    /* Pipe D's handle is initialised only when the client first lets the
-     * pipe fill up: most connections never need it, and each handle costs
-     * system calls to set up and tear down. */
-    bool download_pipe_poll_open;
-
-    /* Events each poll handle is currently started with (0 = stopped), so
-     * unchanged interests cost no epoll_ctl. */
+    /* Events each descriptor is watched for (0 = none): the interests
+     * derived from the direction states (relay_update_polls). */
     int sock_events;
     int download_pipe_events;
     int upload_pipe_events;
@@ -158,7 +327,7 @@ struct relay {
     bool close_download_after_report; /* pipe D closes once its error is reported */
     bool finished;                    /* all handles are closing */
     bool counted;                     /* included in live_relay_count */
-    int open_handles;
+    int open_handles;                 /* the two timers: freed from the last close callback */
 };
 
 static unsigned live_relay_count;
@@ -198,29 +367,22 @@ static void relay_on_handle_closed(uv_handle_t *handle) {
     }
     if (r->counted) {
         live_relay_count--;
+        if (live_relay_count == 0 && relay_watcher.epoll_fd >= 0 && !relay_watcher.closing) {
+            uv_unref((uv_handle_t *)&relay_watcher.poll);
+        }
     }
     enlarged_pipe_bytes -= r->enlarged_bytes;
     free(r);
 }
 
-/* Stops polling `fd`, closes its handle and the descriptor, and sets *fd to
- * -1. The handle is closed first: libuv allows closing the descriptor right
- * after uv_close, never before. */
-static void relay_close_polled_fd(uv_poll_t *poll_handle, int *fd, int *events) {
+/* Closes a pipe end the relay watches, and sets *fd and *events to -1/0. */
+static void relay_close_watched_fd(relay_watch *w, int *fd, int *events) {
     if (*fd < 0) {
         return;
     }
-    if (poll_handle != NULL) {
-        uv_close((uv_handle_t *)poll_handle, relay_on_handle_closed);
-    }
-    close(*fd);
+    relay_watch_close(w);
     *fd = -1;
     *events = 0;
-}
-
-/* Pipe D's poll handle if it was ever initialised, else NULL. */
-static uv_poll_t *relay_download_pipe_handle(relay *r) {
-    return r->download_pipe_poll_open ? &r->download_pipe_poll : NULL;
 }
 
 static void relay_on_report_timer(uv_timer_t *timer) {
@@ -242,8 +404,8 @@ static void relay_on_report_timer(uv_timer_t *timer) {
         }
         if (i == 1 && r->close_download_after_report && !r->dropped) {
             r->close_download_after_report = false;
-            relay_close_polled_fd(relay_download_pipe_handle(r), &r->download_pipe_write,
-                                  &r->download_pipe_events);
+            relay_close_watched_fd(&r->download_pipe_watch, &r->download_pipe_write,
+                                   &r->download_pipe_events);
         }
     }
 }
@@ -278,14 +440,12 @@ static void relay_end_download(relay *r, int err) {
         /* The client must learn why the stream ended before it reads EOF:
          * pipe D stays open (unpolled) until end_cb has reported the error,
          * and the report timer closes it right after. */
-        if (r->download_pipe_poll_open) {
-            uv_poll_stop(&r->download_pipe_poll);
-        }
+        (void)relay_watch_set(&r->download_pipe_watch, 0);
         r->download_pipe_events = 0;
         r->close_download_after_report = true;
     } else {
-        relay_close_polled_fd(relay_download_pipe_handle(r), &r->download_pipe_write,
-                              &r->download_pipe_events);
+        relay_close_watched_fd(&r->download_pipe_watch, &r->download_pipe_write,
+                               &r->download_pipe_events);
     }
     relay_report_end(r, true, err);
 }
@@ -297,7 +457,7 @@ static void relay_end_upload(relay *r, int err) {
     r->upload = UPLOAD_ENDED;
     r->upload_limited = false;
     r->upload_remaining = 0;
-    relay_close_polled_fd(&r->upload_pipe_poll, &r->upload_pipe_read, &r->upload_pipe_events);
+    relay_close_watched_fd(&r->upload_pipe_watch, &r->upload_pipe_read, &r->upload_pipe_events);
     relay_report_end(r, false, err);
 }
 
@@ -331,10 +491,10 @@ static void relay_finish_drop(relay *r, bool all_forwarded) {
     r->finished = true;
     r->download = DOWNLOAD_ENDED;
     r->upload = UPLOAD_ENDED;
-    relay_close_polled_fd(relay_download_pipe_handle(r), &r->download_pipe_write,
-                          &r->download_pipe_events);
-    relay_close_polled_fd(&r->upload_pipe_poll, &r->upload_pipe_read, &r->upload_pipe_events);
-    uv_close((uv_handle_t *)&r->sock_poll, relay_on_handle_closed);
+    relay_close_watched_fd(&r->download_pipe_watch, &r->download_pipe_write,
+                           &r->download_pipe_events);
+    relay_close_watched_fd(&r->upload_pipe_watch, &r->upload_pipe_read, &r->upload_pipe_events);
+    (void)relay_watch_set(&r->sock_watch, 0);
     uv_close((uv_handle_t *)&r->report_timer, relay_on_handle_closed);
     uv_close((uv_handle_t *)&r->linger_timer, relay_on_handle_closed);
     r->sock_events = 0;
@@ -345,7 +505,7 @@ static void relay_finish_drop(relay *r, bool all_forwarded) {
         struct linger abort_on_close = {.l_onoff = 1, .l_linger = 0};
         (void)setsockopt(r->sock, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
     }
-    close(r->sock);
+    relay_watch_close(&r->sock_watch); /* closes r->sock */
     r->sock = -1;
 }
 
@@ -511,25 +671,24 @@ static void relay_pump_upload(relay *r) {
     }
 }
 
-/* Starts, changes or stops one poll handle to match `events`. */
-static void relay_set_poll(uv_poll_t *handle, int *current, int events, uv_poll_cb cb) {
+/* Changes one descriptor's watch to match `events`. A failure to watch
+ * (no memory for the epoll entry) would leave that direction waiting
+ * forever, so it fails the connection instead. */
+static bool relay_set_poll(relay *r, relay_watch *w, int *current, int events) {
     if (events == *current) {
-        return;
+        return true;
     }
-    if (events == 0) {
-        uv_poll_stop(handle);
-    } else {
-        /* Cannot fail for an open, non-closing handle (libuv 1.x). */
-        (void)uv_poll_start(handle, events, cb);
+    int err = relay_watch_set(w, events);
+    if (err < 0) {
+        *current = 0;
+        relay_connection_failed(r, err);
+        return false;
     }
     *current = events;
+    return true;
 }
 
-static void relay_on_sock_event(uv_poll_t *handle, int status, int events);
-static void relay_on_download_pipe_event(uv_poll_t *handle, int status, int events);
-static void relay_on_upload_pipe_event(uv_poll_t *handle, int status, int events);
-
-/* Derives every poll interest from the two direction states. */
+/* Derives every watch interest from the two direction states. */
 static void relay_update_polls(relay *r) {
     if (r->finished) {
         return;
@@ -541,35 +700,27 @@ static void relay_update_polls(relay *r) {
     if (r->upload == UPLOAD_WAIT_SOCKET) {
         sock_events |= UV_WRITABLE;
     }
-    relay_set_poll(&r->sock_poll, &r->sock_events, sock_events, relay_on_sock_event);
-    if (r->download_pipe_write >= 0 && r->download == DOWNLOAD_WAIT_PIPE &&
-        !r->download_pipe_poll_open) {
-        if (uv_poll_init(r->sock_poll.loop, &r->download_pipe_poll, r->download_pipe_write) < 0) {
-            /* Cannot wait for the client to read: end the direction. */
-            relay_connection_failed(r, -ENOMEM);
-            relay_update_polls(r);
-            return;
-        }
-        r->download_pipe_poll.data = r;
-        r->download_pipe_poll_open = true;
-        r->open_handles++;
+    if (!relay_set_poll(r, &r->sock_watch, &r->sock_events, sock_events)) {
+        relay_update_polls(r); /* both directions ended: stop the rest */
+        return;
     }
-    if (r->download_pipe_write >= 0 && r->download_pipe_poll_open) {
-        relay_set_poll(&r->download_pipe_poll, &r->download_pipe_events,
-                       r->download == DOWNLOAD_WAIT_PIPE ? UV_WRITABLE : 0,
-                       relay_on_download_pipe_event);
+    if (r->download_pipe_write >= 0 &&
+        !relay_set_poll(r, &r->download_pipe_watch, &r->download_pipe_events,
+                        r->download == DOWNLOAD_WAIT_PIPE ? UV_WRITABLE : 0)) {
+        relay_update_polls(r);
+        return;
     }
-    if (r->upload_pipe_read >= 0) {
-        relay_set_poll(&r->upload_pipe_poll, &r->upload_pipe_events,
-                       r->upload == UPLOAD_WAIT_PIPE ? UV_READABLE : 0, relay_on_upload_pipe_event);
+    if (r->upload_pipe_read >= 0 &&
+        !relay_set_poll(r, &r->upload_pipe_watch, &r->upload_pipe_events,
+                        r->upload == UPLOAD_WAIT_PIPE ? UV_READABLE : 0)) {
+        relay_update_polls(r);
     }
 }
 
-/* A negative status means libuv saw POLLERR and stopped the handle; the
- * splice calls then report the real error (reset, EPIPE), so it is handled
- * like readiness of everything the handle was watching. */
-static void relay_on_sock_event(uv_poll_t *handle, int status, int events) {
-    relay *r = handle->data;
+/* A negative status means the watch saw EPOLLERR and stopped; the splice
+ * calls then report the real error (reset, EPIPE), so it is handled like
+ * readiness of everything the descriptor was watched for. */
+static void relay_on_sock_event(relay *r, int status, int events) {
     int watched = r->sock_events;
 
     if (status < 0) {
@@ -585,9 +736,7 @@ static void relay_on_sock_event(uv_poll_t *handle, int status, int events) {
     relay_update_polls(r);
 }
 
-static void relay_on_download_pipe_event(uv_poll_t *handle, int status, int events) {
-    relay *r = handle->data;
-
+static void relay_on_download_pipe_event(relay *r, int status, int events) {
     (void)events;
     if (status < 0) {
         r->download_pipe_events = 0;
@@ -598,9 +747,7 @@ static void relay_on_download_pipe_event(uv_poll_t *handle, int status, int even
     relay_update_polls(r);
 }
 
-static void relay_on_upload_pipe_event(uv_poll_t *handle, int status, int events) {
-    relay *r = handle->data;
-
+static void relay_on_upload_pipe_event(relay *r, int status, int events) {
     (void)events;
     if (status < 0) {
         r->upload_pipe_events = 0;
@@ -648,42 +795,48 @@ int relay_new(uv_loop_t *loop, int sock, relay_end_cb end_cb, void *cb_data, rel
     r->upload_chunk = RELAY_SPLICE_CHUNK;
     r->download_chunk = RELAY_SPLICE_CHUNK;
 
-    /* The socket's handle first: it is the one that fails when the caller
-     * still polls `sock` (UV_EEXIST), and nothing needs closing yet then. */
-    err = uv_poll_init(loop, &r->sock_poll, sock);
+    relay_watch_init(&r->sock_watch, r, sock, relay_on_sock_event);
+    relay_watch_init(&r->download_pipe_watch, r, r->download_pipe_write,
+                     relay_on_download_pipe_event);
+    relay_watch_init(&r->upload_pipe_watch, r, r->upload_pipe_read, relay_on_upload_pipe_event);
+
+    /* Both directions start waiting for bytes: the socket and pipe U. */
+    err = relay_watch_start(loop);
+    if (err == 0) {
+        err = relay_watch_set(&r->sock_watch, UV_READABLE);
+    }
+    if (err == 0) {
+        err = relay_watch_set(&r->upload_pipe_watch, UV_READABLE);
+        if (err < 0) {
+            /* sock stays the caller's and open: it must leave the set. */
+            (void)epoll_ctl(relay_watcher.epoll_fd, EPOLL_CTL_DEL, sock, NULL);
+        }
+    }
     if (err < 0) {
         free(r);
         goto fail_pipes;
     }
-    r->sock_poll.data = r;
-    r->open_handles = 1;
-    err = uv_poll_init(loop, &r->upload_pipe_poll, r->upload_pipe_read);
-    if (err < 0) {
-        goto fail_handles;
-    }
-    r->upload_pipe_poll.data = r;
-    r->open_handles++;
+    r->sock_events = UV_READABLE;
+    r->upload_pipe_events = UV_READABLE;
     uv_timer_init(loop, &r->report_timer);
     r->report_timer.data = r;
     uv_timer_init(loop, &r->linger_timer);
     r->linger_timer.data = r;
-    r->open_handles += 2;
+    r->open_handles = 2;
 
     r->download = DOWNLOAD_WAIT_SOCKET;
     r->upload = UPLOAD_WAIT_PIPE;
     r->counted = true;
-    live_relay_count++;
-    relay_update_polls(r);
+    if (live_relay_count++ == 0) {
+        /* Live relays keep the loop alive, as their own handles would. */
+        uv_ref((uv_handle_t *)&relay_watcher.poll);
+    }
 
     *out = r;
     *client_input = download_pipe[0];
     *client_output = upload_pipe[1];
     return 0;
 
-fail_handles:
-    /* The struct is freed by the last close callback; it is not counted. */
-    r->finished = true;
-    uv_close((uv_handle_t *)&r->sock_poll, relay_on_handle_closed);
 fail_pipes:
     close(download_pipe[0]);
     close(download_pipe[1]);
@@ -725,8 +878,8 @@ void relay_drop(relay *r) {
     uv_timer_stop(&r->report_timer);
 
     r->download = DOWNLOAD_ENDED;
-    relay_close_polled_fd(relay_download_pipe_handle(r), &r->download_pipe_write,
-                          &r->download_pipe_events);
+    relay_close_watched_fd(&r->download_pipe_watch, &r->download_pipe_write,
+                           &r->download_pipe_events);
     if (r->upload == UPLOAD_ENDED) {
         relay_finish_drop(r, true);
         return;

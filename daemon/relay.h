@@ -35,8 +35,10 @@ typedef void (*relay_end_cb)(void *data, bool download, int err);
 
 /* Starts relaying for the connected socket `sock`.
  * - sock is borrowed: the caller keeps owning it until relay_drop(); it must
- *   be non-blocking, and the caller must not have an active uv_poll on it
- *   (libuv allows one per descriptor; the relay polls it from now on).
+ *   be non-blocking, the caller must not poll, read or write it from now on,
+ *   and no other descriptor of the daemon may refer to the same open socket
+ *   (the relay watches it in its own epoll set, which closing the last
+ *   descriptor leaves).
  * - On success returns 0, *out is the new relay (owned by the caller, ended
  *   with relay_drop), and *client_input / *client_output are the client's
  *   ends of pipe D (read end) and pipe U (write end): owned by the caller, who
@@ -63,6 +65,17 @@ void relay_shutdown_send(relay *r);
  * every pipe end it holds and frees itself. end_cb is not called after this.
  * The caller must not touch r or sock afterwards. */
 void relay_drop(relay *r);
+
+/* The relays of a loop share one epoll set (one descriptor), watched by
+ * one uv_poll_t that keeps the loop alive only while a relay lives.
+ * relay_watch_start creates it (relay_new does when nobody did; the daemon
+ * does at start so the descriptor is there from the beginning): returns 0
+ * (also when it exists already) or a negative errno: -EBUSY while the
+ * previous one is still closing, -EINVAL when it belongs to another loop.
+ * relay_watch_stop closes it: call once no relay is left and before
+ * closing the loop, then run the loop once more for the close callback. */
+int relay_watch_start(uv_loop_t *loop);
+void relay_watch_stop(void);
 
 /* Number of relays alive (dropped ones still lingering included): for
  * metrics and leak tests. */
