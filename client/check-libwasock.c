@@ -261,7 +261,7 @@ static void fake_start_with(fake_daemon *d, fake_script *script, uint16_t hello_
 }
 
 static void fake_start(fake_daemon *d, fake_script *script) {
-    fake_start_with(d, script, PROTO_OK, NULL, PROTO_VERSION);
+    fake_start_with(d, script, PROTO_OK, NULL, PROTO_VERSION_MIN);
 }
 
 /* Waits for the daemon thread, cleans up, and fails the test if the daemon
@@ -330,8 +330,8 @@ START_TEST(test_open_sends_hello) {
     ck_assert_int_ge(wasock_client_fd(c), 0);
     wasock_client_close(c);
     fake_finish(&d);
-    ck_assert_uint_eq(d.hello.version_min, 1);
-    ck_assert_uint_eq(d.hello.version_max, 1);
+    ck_assert_uint_eq(d.hello.version_min, PROTO_VERSION_MIN);
+    ck_assert_uint_eq(d.hello.version_max, PROTO_VERSION_MAX);
     ck_assert_uint_eq(d.hello.wasi, 3);
     ck_assert_str_eq(d.hello.tenant, "tenant-1");
     ck_assert_str_eq(d.hello.token, "secret");
@@ -345,7 +345,7 @@ START_TEST(test_open_access_denied_copies_detail) {
     wasock_client *c = NULL;
 
     fake_start_with(&d, NULL, PROTO_E_ACCESS_DENIED, "uid 1000 may not act for tenant x",
-                    PROTO_VERSION);
+                    PROTO_VERSION_MIN);
     ck_assert_int_eq(open_client(&d, 2, &c, error, sizeof(error)), WASOCK_E_ACCESS_DENIED);
     ck_assert_ptr_null(c);
     ck_assert_str_eq(error, "uid 1000 may not act for tenant x");
@@ -358,7 +358,7 @@ START_TEST(test_open_version_refused) {
     char error[256] = "";
     wasock_client *c = NULL;
 
-    fake_start_with(&d, NULL, PROTO_E_NOT_SUPPORTED, "speaks 7", PROTO_VERSION);
+    fake_start_with(&d, NULL, PROTO_E_NOT_SUPPORTED, "speaks 7", PROTO_VERSION_MIN);
     ck_assert_int_eq(open_client(&d, 2, &c, error, sizeof(error)), WASOCK_E_DAEMON);
     ck_assert_ptr_nonnull(strstr(error, "protocol version"));
     fake_finish(&d);
@@ -370,9 +370,9 @@ START_TEST(test_open_version_not_offered) {
     char error[256] = "";
     wasock_client *c = NULL;
 
-    fake_start_with(&d, NULL, PROTO_OK, NULL, 2);
+    fake_start_with(&d, NULL, PROTO_OK, NULL, PROTO_VERSION_MAX + 1);
     ck_assert_int_eq(open_client(&d, 2, &c, error, sizeof(error)), WASOCK_E_DAEMON);
-    ck_assert_ptr_nonnull(strstr(error, "version 2"));
+    ck_assert_ptr_nonnull(strstr(error, "version 3"));
     fake_finish(&d);
 }
 END_TEST

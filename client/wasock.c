@@ -137,6 +137,13 @@ struct wasock_tcp {
      * owned by this object, on which shutdown, options and addresses are
      * answered locally; -1 otherwise (see client-internal.h). */
     int handoff_fd;
+    /* Protocol 2: the connect's outcome pushed by EV_CONNECTED (written by
+     * the reader under the lock), so finish-connect needs no round trip.
+     * The pushed descriptors are owned by this object until adopted. */
+    bool connect_announced;
+    wasock_err connect_result;
+    int pushed_fds[PROTO_MAX_FDS_PER_FRAME];
+    unsigned pushed_nfds;
     wasock_tcp *map_next; /* chain in the client's handle map */
 };
 
@@ -176,6 +183,7 @@ struct wasock_client {
     pthread_mutex_t lock; /* guards everything below except the roles' own fields */
     int fd;
     int wasi_version;
+    unsigned protocol_version; /* negotiated in HELLO */
     uint64_t session;
     bool broken;         /* the daemon went away or broke the protocol: permanent */
     bool reader_busy;    /* a thread holds the reader role */
@@ -662,30 +670,61 @@ protocol_error:
     return -EPROTO;
 }
 
-/* A reply to a request sent without waiting (a drop): counted off and
- * otherwise ignored, except that the daemon refusing it as malformed means
- * it closes the session. Returns 0 or -EPROTO. */
+/* A reply to a request sent without waiting (a drop, or a finish-connect
+ * whose outcome EV_CONNECTED told): counted off and otherwise ignored,
+ * except that the daemon refusing it as malformed means it closes the
+ * session. Returns 0 or -EPROTO. */
 static int dispatch_unacked_reply(wasock_client *c, const proto_msg *m, unsigned nfds) {
-    if (c->unacked == 0 || nfds != 0 || m->type != (PROTO_TCP_DROP | PROTO_REPLY) ||
+    if (c->unacked == 0 || nfds != 0 ||
+        (m->type != (PROTO_TCP_DROP | PROTO_REPLY) &&
+         m->type != (PROTO_TCP_FINISH | PROTO_REPLY)) ||
         m->err == PROTO_E_PROTOCOL)
         return -EPROTO;
     c->unacked--;
     return 0;
 }
 
+/* EV_CONNECTED for t: the outcome, and in a 0.2 relay session its two
+ * stream descriptors (taken over from fds). Returns 0 or -EPROTO. */
+static int dispatch_connected(wasock_client *c, wasock_tcp *t, const proto_msg *m, int *fds,
+                              unsigned nfds) {
+    bool ok = m->result == PROTO_OK;
+
+    if (c->protocol_version < 2 || t->connect_announced || (!ok && nfds != 0) ||
+        (nfds != 0 && (nfds != 2 || c->wasi_version != PROTO_WASI_0_2)))
+        return -EPROTO;
+    t->connect_announced = true;
+    t->connect_result = err_from_wire(m->result);
+    memcpy(t->pushed_fds, fds, nfds * sizeof(int));
+    t->pushed_nfds = nfds;
+    t->ready = true;
+    return 0;
+}
+
 /* Applies an event to its resource; events for handles we do not know (made
- * up, or dropped a moment ago) are ignored. */
-static void dispatch_event(wasock_client *c, const proto_msg *m) {
+ * up, or dropped a moment ago) are ignored, and their descriptors closed.
+ * Takes fds (nfds of them). Returns 0 or -EPROTO. */
+static int dispatch_event(wasock_client *c, const proto_msg *m, int *fds, unsigned nfds) {
     wasock_tcp *t = tcp_map_find(c, m->handle);
 
+    if (nfds != 0 && (m->type != PROTO_EV_CONNECTED || !t)) {
+        close_fds(fds, nfds);
+        return m->type == PROTO_EV_CONNECTED ? 0 : -EPROTO;
+    }
     if (!t) {
         client_object *o = object_find(c, m->handle);
 
         if (o && o->on_event)
             o->on_event(o, m);
-        return;
+        return 0;
     }
     switch (m->type) {
+    case PROTO_EV_CONNECTED:
+        if (dispatch_connected(c, t, m, fds, nfds) < 0) {
+            close_fds(fds, nfds);
+            return -EPROTO;
+        }
+        break;
     case PROTO_EV_READY:
         t->ready = m->ready != 0;
         break;
@@ -697,6 +736,7 @@ static void dispatch_event(wasock_client *c, const proto_msg *m) {
     default:
         break;
     }
+    return 0;
 }
 
 /* Decodes and handles one whole frame of frame_length bytes. Called by the
@@ -727,12 +767,11 @@ static int dispatch_frame(wasock_client *c, const uint8_t *frame, size_t frame_l
         close_fds(fds, m.nfds);
         return dispatch_unacked_reply(c, &m, m.nfds);
     }
-    /* Events and anything else carry no descriptors in version 1. */
-    close_fds(fds, m.nfds);
-    if (m.type < PROTO_EVENT_FIRST || m.type > PROTO_EVENT_LAST || m.id != 0)
+    if (m.type < PROTO_EVENT_FIRST || m.type > PROTO_EVENT_LAST || m.id != 0) {
+        close_fds(fds, m.nfds);
         return -EPROTO;
-    dispatch_event(c, &m);
-    return 0;
+    }
+    return dispatch_event(c, &m, fds, m.nfds);
 }
 
 /* Dispatches every complete frame in the read buffer and keeps the partial
@@ -1305,6 +1344,22 @@ static int client_connect_socket(wasock_client *c, const char *path) {
     return r < 0 ? -errno : 0;
 }
 
+/* The highest protocol version to offer: PROTO_VERSION_MAX, or lower when
+ * WASOCK_PROTOCOL_MAX says so (documented in wasock.h: to compare the
+ * versions, or to keep the version 1 behaviour). */
+static uint16_t client_protocol_version_max(void) {
+    const char *text = secure_getenv("WASOCK_PROTOCOL_MAX");
+    char *end;
+    unsigned long v;
+
+    if (!text || !*text)
+        return PROTO_VERSION_MAX;
+    v = strtoul(text, &end, 10);
+    if (*end != '\0' || v < PROTO_VERSION_MIN || v > PROTO_VERSION_MAX)
+        return PROTO_VERSION_MAX;
+    return (uint16_t)v;
+}
+
 /* Sends HELLO and interprets the answer. Returns the result of open. */
 static wasock_err client_handshake(wasock_client *c, const wasock_client_opts *o, const char *path,
                                    const char *tenant, const char *token) {
@@ -1315,8 +1370,8 @@ static wasock_err client_handshake(wasock_client *c, const wasock_client_opts *o
     memset(&req, 0, sizeof(req));
     memset(&p, 0, sizeof(p));
     req.type = PROTO_HELLO;
-    req.version_min = PROTO_VERSION;
-    req.version_max = PROTO_VERSION;
+    req.version_min = PROTO_VERSION_MIN;
+    req.version_max = client_protocol_version_max();
     req.wasi = (uint8_t)c->wasi_version;
     memcpy(req.tenant, tenant, strlen(tenant) + 1);
     memcpy(req.token, token, strlen(token) + 1);
@@ -1344,7 +1399,8 @@ static wasock_err client_handshake(wasock_client *c, const wasock_client_opts *o
         return WASOCK_E_ACCESS_DENIED;
     case PROTO_E_NOT_SUPPORTED:
         open_error(o, "the daemon at %s speaks no protocol version in [%d, %d]%s%s", path,
-                   PROTO_VERSION, PROTO_VERSION, p.reply.detail[0] ? ": " : "", p.reply.detail);
+                   (int)req.version_min, (int)req.version_max, p.reply.detail[0] ? ": " : "",
+                   p.reply.detail);
         return WASOCK_E_DAEMON;
     default: {
         const char *name = proto_err_name(p.reply.err);
@@ -1354,12 +1410,13 @@ static wasock_err client_handshake(wasock_client *c, const wasock_client_opts *o
         return WASOCK_E_DAEMON;
     }
     }
-    if (p.reply.version != PROTO_VERSION) {
+    if (p.reply.version < req.version_min || p.reply.version > req.version_max) {
         open_error(o, "the daemon at %s chose protocol version %u, which was not offered", path,
                    (unsigned)p.reply.version);
         return WASOCK_E_DAEMON;
     }
     c->session = p.reply.session;
+    c->protocol_version = p.reply.version;
     return WASOCK_OK;
 }
 
@@ -1524,27 +1581,121 @@ static void tcp_keep_handoff_socket(wasock_tcp *t, int fd) {
  * One descriptor means both directions share it. In a 0.3 session the
  * daemon keeps the streams for TCP_STREAM, and anything sent is closed.
  * Returns 0, or -EPROTO for a 0.2 success without streams. */
-static int tcp_adopt_streams(wasock_tcp *t, struct pending_request *p, int *input_fd,
-                             int *output_fd) {
-    if (t->client->wasi_version == PROTO_WASI_0_2) {
-        if (p->nfds == 0)
-            return -EPROTO;
-        close_if_open(t->input_fd);
-        if (t->output_fd != t->input_fd)
-            close_if_open(t->output_fd);
-        t->input_fd = p->fds[0];
-        t->output_fd = p->nfds > 1 ? p->fds[1] : p->fds[0];
-        p->nfds = 0;
-        if (t->input_fd == t->output_fd && client_fd_is_socket(t->input_fd))
-            tcp_keep_handoff_socket(t, t->input_fd);
-    } else {
-        pending_release(p);
-    }
+/* Makes fds t's 0.2 streams and takes them: two (input, output), or one
+ * for both (a handed-off socket). */
+static void tcp_set_streams(wasock_tcp *t, const int *fds, unsigned nfds) {
+    close_if_open(t->input_fd);
+    if (t->output_fd != t->input_fd)
+        close_if_open(t->output_fd);
+    t->input_fd = fds[0];
+    t->output_fd = nfds > 1 ? fds[1] : fds[0];
+    if (t->input_fd == t->output_fd && client_fd_is_socket(t->input_fd))
+        tcp_keep_handoff_socket(t, t->input_fd);
+}
+
+static void tcp_report_streams(const wasock_tcp *t, int *input_fd, int *output_fd) {
     if (input_fd)
         *input_fd = t->input_fd;
     if (output_fd)
         *output_fd = t->output_fd;
+}
+
+/* Takes the stream descriptors EV_CONNECTED pushed for t, if any: returns
+ * how many (0..2) were copied to fds. */
+static unsigned tcp_take_pushed_streams(wasock_tcp *t, int *fds) {
+    wasock_client *c = t->client;
+    unsigned nfds;
+
+    pthread_mutex_lock(&c->lock);
+    nfds = t->pushed_nfds;
+    memcpy(fds, t->pushed_fds, nfds * sizeof(int));
+    t->pushed_nfds = 0;
+    pthread_mutex_unlock(&c->lock);
+    return nfds;
+}
+
+/* The streams of a successful finish-connect or accept reply. A protocol 2
+ * finish-connect reply carries none when EV_CONNECTED (always dispatched
+ * before the reply) brought them. Returns 0 or -EPROTO. */
+static int tcp_adopt_streams(wasock_tcp *t, struct pending_request *p, int *input_fd,
+                             int *output_fd) {
+    if (t->client->wasi_version == PROTO_WASI_0_2) {
+        int pushed[PROTO_MAX_FDS_PER_FRAME];
+        unsigned npushed = tcp_take_pushed_streams(t, pushed);
+
+        if (p->nfds != 0 && npushed != 0) {
+            close_fds(pushed, npushed);
+            return -EPROTO;
+        }
+        if (p->nfds != 0) {
+            tcp_set_streams(t, p->fds, p->nfds);
+            p->nfds = 0;
+        } else if (npushed != 0) {
+            tcp_set_streams(t, pushed, npushed);
+        } else {
+            return -EPROTO;
+        }
+    } else {
+        pending_release(p);
+    }
+    tcp_report_streams(t, input_fd, output_fd);
     return 0;
+}
+
+/* Protocol 2: finish-connect answered from EV_CONNECTED, without a round
+ * trip. The TCP_FINISH still goes to the daemon (to commit the state, in
+ * order with everything the caller sends next) but nobody waits for its
+ * reply. Returns false when the outcome is not known here yet, or when it
+ * is a 0.2 handoff, whose socket only the reply carries. */
+static bool tcp_finish_connect_pushed(wasock_tcp *s, wasock_err *result, int *input_fd,
+                                      int *output_fd) {
+    wasock_client *c = s->client;
+    int fds[PROTO_MAX_FDS_PER_FRAME];
+    unsigned nfds;
+    proto_msg req;
+    wasock_err err;
+    int r;
+
+    pthread_mutex_lock(&c->lock);
+    if (!s->connect_announced || (s->connect_result == WASOCK_OK &&
+                                  c->wasi_version == PROTO_WASI_0_2 && s->pushed_nfds == 0)) {
+        pthread_mutex_unlock(&c->lock);
+        return false;
+    }
+    /* Answered once: a second finish goes to the daemon (not-in-progress). */
+    s->connect_announced = false;
+    err = s->connect_result;
+    nfds = s->pushed_nfds;
+    memcpy(fds, s->pushed_fds, nfds * sizeof(int));
+    s->pushed_nfds = 0;
+    pthread_mutex_unlock(&c->lock);
+
+    tcp_request_init(&req, s, PROTO_TCP_FINISH);
+    req.op = PROTO_OP_CONNECT;
+    r = client_send_unacked(c, &req);
+    if (r == -EAGAIN) {
+        struct pending_request p = {0};
+
+        /* Too many unanswered requests already: wait for this one. */
+        if (client_request(c, &req, &p) == WASOCK_E_DAEMON)
+            r = -EPIPE;
+        else
+            r = 0;
+        pending_release(&p);
+    }
+    if (r < 0) {
+        close_fds(fds, nfds);
+        *result = WASOCK_E_DAEMON;
+        return true;
+    }
+    if (err == WASOCK_OK && nfds != 0)
+        tcp_set_streams(s, fds, nfds);
+    else
+        close_fds(fds, nfds);
+    if (err == WASOCK_OK)
+        tcp_report_streams(s, input_fd, output_fd);
+    *result = err;
+    return true;
 }
 
 wasock_err wasock_tcp_create(wasock_client *c, wasock_family f, wasock_tcp **out) {
@@ -1592,6 +1743,8 @@ static wasock_err tcp_finish(wasock_tcp *s, uint8_t op, int *input_fd, int *outp
 
     if (!s)
         return WASOCK_E_INVALID_ARGUMENT;
+    if (op == PROTO_OP_CONNECT && tcp_finish_connect_pushed(s, &err, input_fd, output_fd))
+        return err;
     tcp_request_init(&req, s, PROTO_TCP_FINISH);
     req.op = op;
     err = client_request(s->client, &req, &p);
@@ -1934,6 +2087,7 @@ void wasock_tcp_drop(wasock_tcp *s) {
     if (s->output_fd != s->input_fd)
         close_if_open(s->output_fd);
     close_if_open(s->handoff_fd);
+    close_fds(s->pushed_fds, s->pushed_nfds);
     free(s);
 }
 

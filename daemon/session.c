@@ -62,6 +62,7 @@ struct session {
     /* Set by HELLO. */
     bool welcomed;
     uint8_t wasi;
+    uint16_t version; /* negotiated protocol version */
     char tenant[PROTO_TENANT_MAX + 1];
     tenant_usage *usage;
 
@@ -103,6 +104,10 @@ const struct ucred *session_peer(const session *s) {
 
 const char *session_tenant(const session *s) {
     return s->tenant;
+}
+
+uint16_t session_protocol_version(const session *s) {
+    return s->version;
 }
 
 uint8_t session_wasi(const session *s) {
@@ -512,15 +517,16 @@ static void handle_hello(session *s, const proto_msg *m) {
                           (unsigned)m->version_max);
         return;
     }
-    if (m->version_min > PROTO_VERSION || m->version_max < PROTO_VERSION) {
+    if (m->version_min > PROTO_VERSION_MAX || m->version_max < PROTO_VERSION_MIN) {
         log_write_ratelimited(&refusal_log, LOG_LEVEL_INFO,
                               "session %llu (pid %ld uid %ld): refused: protocol versions "
-                              "%u..%u offered, this daemon speaks %u",
+                              "%u..%u offered, this daemon speaks %u..%u",
                               (unsigned long long)s->id, (long)s->peer.pid, (long)s->peer.uid,
                               (unsigned)m->version_min, (unsigned)m->version_max,
-                              (unsigned)PROTO_VERSION);
+                              (unsigned)PROTO_VERSION_MIN, (unsigned)PROTO_VERSION_MAX);
         session_reply_error(s, m, PROTO_E_NOT_SUPPORTED,
-                            "this daemon speaks protocol version %u only", (unsigned)PROTO_VERSION);
+                            "this daemon speaks protocol versions %u..%u",
+                            (unsigned)PROTO_VERSION_MIN, (unsigned)PROTO_VERSION_MAX);
         s->close_after_flush = true;
         return;
     }
@@ -543,13 +549,14 @@ static void handle_hello(session *s, const proto_msg *m) {
     /* Both strings have the same capacity; the codec NUL-terminated it. */
     snprintf(s->tenant, sizeof(s->tenant), "%s", tenant);
     s->wasi = m->wasi;
+    s->version = m->version_max < PROTO_VERSION_MAX ? m->version_max : PROTO_VERSION_MAX;
     s->welcomed = true;
-    log_info("session %llu: pid %ld uid %ld gid %ld as tenant \"%s\", WASI 0.%u",
+    log_info("session %llu: pid %ld uid %ld gid %ld as tenant \"%s\", WASI 0.%u, protocol %u",
              (unsigned long long)s->id, (long)s->peer.pid, (long)s->peer.uid, (long)s->peer.gid,
-             s->tenant, (unsigned)s->wasi);
+             s->tenant, (unsigned)s->wasi, (unsigned)s->version);
 
     proto_reply_ok(m, &reply);
-    reply.version = PROTO_VERSION;
+    reply.version = s->version;
     reply.session = s->id;
     session_send(s, &reply, NULL);
 }

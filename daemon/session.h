@@ -68,6 +68,8 @@ const struct ucred *session_peer(const session *s);
 const char *session_tenant(const session *s);
 /* PROTO_WASI_0_2 or PROTO_WASI_0_3. */
 uint8_t session_wasi(const session *s);
+/* The protocol version negotiated in HELLO (PROTO_VERSION_MIN..MAX). */
+uint16_t session_protocol_version(const session *s);
 server *session_server(const session *s);
 uv_loop_t *session_loop(const session *s);
 tenant_usage *session_usage(const session *s);

@@ -45,7 +45,10 @@ typedef enum tcp_state {
     TCP_LISTENING,
     /* start-connect ran: the kernel connect is pending (connect_pending) or
      * resolved with `result`; finish-connect reports it: success ->
-     * connected, failure -> closed (a socket connects at most once). */
+     * connected, failure -> closed (a socket connects at most once). In a
+     * protocol 2 session a resolved connect is announced at once
+     * (connect_announced: relay running, streams pushed), and finish-connect
+     * only commits the state. */
     TCP_CONNECT_IN_PROGRESS,
     /* Connected (by connect or accept); the relay moves the bytes. */
     TCP_CONNECTED,
@@ -87,6 +90,7 @@ typedef struct tcp_sock {
     tcp_state state;
     proto_err result;            /* outcome of the start-* that finish-* will report */
     bool connect_pending;        /* the kernel has not finished the connect */
+    bool connect_announced;      /* EV_CONNECTED sent: `result` is final */
     bool has_local;              /* the kernel socket has a local address */
     bool port_chosen_by_kernel;  /* bound to port 0 (explicitly or implicitly) */
     bool listen_started;         /* listen(2) succeeded (listen-in-progress or listening) */
@@ -496,6 +500,9 @@ static proto_err start_relay(tcp_sock *t) {
 static void reply_with_streams(session *s, tcp_sock *t, proto_msg *reply) {
     if (session_wasi(s) == PROTO_WASI_0_2 && t->data_path == POLICY_DATA_HANDOFF) {
         handoff_reply_0_2(s, t, reply);
+    } else if (session_wasi(s) == PROTO_WASI_0_2 && t->client_fds[STREAM_INPUT] < 0) {
+        reply->nfds = 0; /* EV_CONNECTED carried them (protocol 2) */
+        session_send(s, reply, NULL);
     } else if (session_wasi(s) == PROTO_WASI_0_2) {
         int fds[2] = {t->client_fds[STREAM_INPUT], t->client_fds[STREAM_OUTPUT]};
         t->client_fds[STREAM_INPUT] = t->client_fds[STREAM_OUTPUT] = -1;
@@ -549,13 +556,57 @@ static void handle_create(session *s, const proto_msg *req) {
     session_send(s, &reply, NULL);
 }
 
-/* --- decisions ------------------------------------------------------------------ */
-
 /* start-bind/-connect/-listen is resolved (finish-* would not say
  * would-block) when no policy decision and no kernel connect is pending. */
 static bool op_resolved(const tcp_sock *t) {
     return t->authz == NULL && !t->connect_pending;
 }
+
+/* --- connect outcome, pushed (protocol 2) ----------------------------------------- */
+
+/* Once a connect has resolved, a protocol 2 session is told at once with
+ * EV_CONNECTED, which saves the client the finish-connect round trip: the
+ * daemon does now what finish-connect would do (the relay or handoff
+ * set-up, so the outcome it reports is final) and, in a 0.2 session with a
+ * relay, sends the two stream descriptors with the event. Readiness turns
+ * 1 with the event (no EV_READY). The socket stays connect-in-progress, so
+ * every request answers as WASI says until TCP_FINISH commits the state. A
+ * 0.2 handoff still passes the socket in the TCP_FINISH reply: handing it
+ * out earlier would let option requests already on their way find the
+ * daemon without its copy. */
+static void connect_announce_if_resolved(tcp_sock *t) {
+    session *s = sess_of(t);
+    proto_msg ev;
+
+    if (session_protocol_version(s) < 2 || t->state != TCP_CONNECT_IN_PROGRESS ||
+        t->connect_announced || !op_resolved(t)) {
+        return;
+    }
+    t->connect_announced = true;
+    if (t->result == PROTO_OK) {
+        t->result = start_relay(t);
+    }
+    if (t->result != PROTO_OK) {
+        poll_close(t);
+    }
+    t->ready = true;
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PROTO_EV_CONNECTED;
+    ev.handle = t->res.handle;
+    ev.result = t->result;
+    if (t->result == PROTO_OK && session_wasi(s) == PROTO_WASI_0_2 &&
+        t->data_path != POLICY_DATA_HANDOFF) {
+        int fds[2] = {t->client_fds[STREAM_INPUT], t->client_fds[STREAM_OUTPUT]};
+        t->client_fds[STREAM_INPUT] = t->client_fds[STREAM_OUTPUT] = -1;
+        t->stream_taken[STREAM_INPUT] = t->stream_taken[STREAM_OUTPUT] = true;
+        ev.nfds = 2;
+        session_send(s, &ev, fds);
+        return;
+    }
+    session_send_event(s, &ev);
+}
+
+/* --- decisions ------------------------------------------------------------------ */
 
 static void step_decided(tcp_sock *t, tcp_step step, proto_err result);
 
@@ -570,6 +621,9 @@ static void on_step_decided(void *cookie, proto_err result) {
     t->callbacks++;
     session_hold(s);
     step_decided(t, t->step, result);
+    if (!t->destroyed) {
+        connect_announce_if_resolved(t);
+    }
     if (!t->destroyed) {
         set_ready(t, op_resolved(t));
     }
@@ -652,6 +706,7 @@ static void on_connect_done(uv_poll_t *h, int status, int events) {
     t->result = errmap_errno(err, ERRMAP_ADDRESS_GIVEN | errmap_wasi_flags(session_wasi(s)));
     log_debug("session %llu handle %u: connect finished: %s", (unsigned long long)session_id(s),
               (unsigned)t->res.handle, proto_err_name(t->result));
+    connect_announce_if_resolved(t);
     set_ready(t, true);
     session_flush(s);
 }
@@ -763,6 +818,7 @@ static void handle_connect(session *s, const proto_msg *req) {
 
     t->state = TCP_CONNECT_IN_PROGRESS;
     t->connect_pending = false;
+    t->connect_announced = false;
     t->result = PROTO_OK;
     t->op_addr = req->addr;
     if (!t->has_local) {
@@ -778,7 +834,9 @@ static void handle_connect(session *s, const proto_msg *req) {
     } else {
         ask_connect(t);
     }
-    /* A refusal is reported by finish-connect; events before the reply. */
+    /* A refusal is reported by finish-connect (and EV_CONNECTED); events
+     * before the reply. */
+    connect_announce_if_resolved(t);
     set_ready(t, op_resolved(t));
     session_reply_ok(s, req);
 }
@@ -963,7 +1021,7 @@ static void finish_connect(session *s, const proto_msg *req, tcp_sock *t) {
         return;
     }
     err = t->result;
-    if (err == PROTO_OK) {
+    if (err == PROTO_OK && !t->connect_announced) {
         err = start_relay(t);
     }
     if (err != PROTO_OK) {

@@ -128,7 +128,7 @@ struct message_desc {
     const char *reply_name;
     uint8_t fields[SCHEMA_MAX_FIELDS + 1];        /* request or event payload */
     uint8_t result_fields[SCHEMA_MAX_FIELDS + 1]; /* success reply, after err */
-    uint8_t reply_max_fds;                        /* descriptors a success reply may carry */
+    uint8_t max_fds; /* descriptors a success reply (or the event) may carry */
 };
 
 #define FIELDS(...)                                                                                \
@@ -139,9 +139,9 @@ struct message_desc {
 /* The single source of truth for the message list (PROTOCOL.md describes the
  * same table in prose):
  *   REQUEST(name, request fields, success-reply fields, most reply descriptors)
- *   EVENT(name, fields)
+ *   EVENT(name, fields, most descriptors)
  * Error replies of every request carry `detail` instead of the result fields
- * and no descriptors; requests and events never carry descriptors. */
+ * and no descriptors; requests never carry descriptors. */
 #define PROTO_CATALOGUE(REQUEST, EVENT)                                                            \
     REQUEST(HELLO, FIELDS(F_VERSION_MIN, F_VERSION_MAX, F_WASI, F_TENANT, F_TOKEN),                \
             FIELDS(F_VERSION, F_SESSION), 0)                                                       \
@@ -173,24 +173,25 @@ struct message_desc {
     REQUEST(UDP_DROP, FIELDS(F_HANDLE), NO_FIELDS, 0)                                              \
     REQUEST(RESOLVE, FIELDS(F_NAME), FIELDS(F_NEW_HANDLE), 0)                                      \
     REQUEST(RESOLVE_DROP, FIELDS(F_HANDLE), NO_FIELDS, 0)                                          \
-    EVENT(EV_READY, FIELDS(F_HANDLE, F_READY))                                                     \
-    EVENT(EV_STREAM_ERROR, FIELDS(F_HANDLE, F_DIRECTION, F_CODE))                                  \
-    EVENT(EV_DATAGRAM_ERROR, FIELDS(F_HANDLE, F_CODE))                                             \
-    EVENT(EV_RESOLVE_ADDRESS, FIELDS(F_HANDLE, F_ADDR))                                            \
-    EVENT(EV_RESOLVE_DONE, FIELDS(F_HANDLE, F_RESULT))
+    EVENT(EV_READY, FIELDS(F_HANDLE, F_READY), 0)                                                  \
+    EVENT(EV_STREAM_ERROR, FIELDS(F_HANDLE, F_DIRECTION, F_CODE), 0)                               \
+    EVENT(EV_DATAGRAM_ERROR, FIELDS(F_HANDLE, F_CODE), 0)                                          \
+    EVENT(EV_RESOLVE_ADDRESS, FIELDS(F_HANDLE, F_ADDR), 0)                                         \
+    EVENT(EV_RESOLVE_DONE, FIELDS(F_HANDLE, F_RESULT), 0)                                          \
+    EVENT(EV_CONNECTED, FIELDS(F_HANDLE, F_RESULT), 2)
 
 #define REQUEST_ENTRY(name, request, result, fds)                                                  \
     {PROTO_##name, false, #name, #name " reply", request, result, fds},
-#define EVENT_ENTRY(name, event_fields)                                                            \
-    {PROTO_##name, true, #name, NULL, event_fields, NO_FIELDS, 0},
+#define EVENT_ENTRY(name, event_fields, fds)                                                       \
+    {PROTO_##name, true, #name, NULL, event_fields, NO_FIELDS, fds},
 
 static const struct message_desc message_table[] = {PROTO_CATALOGUE(REQUEST_ENTRY, EVENT_ENTRY)};
 
 #define REQUEST_TYPE(name, request, result, fds) PROTO_##name,
 #define REPLY_TYPE(name, request, result, fds)   PROTO_##name | PROTO_REPLY,
-#define EVENT_TYPE(name, event_fields)           PROTO_##name,
+#define EVENT_TYPE(name, event_fields, fds)      PROTO_##name,
 #define SKIP_REQUEST(name, request, result, fds)
-#define SKIP_EVENT(name, event_fields)
+#define SKIP_EVENT(name, event_fields, fds)
 
 /* Requests, then their replies, then events. */
 /* clang-format off */
@@ -230,7 +231,10 @@ static const struct message_desc *classify_type(uint16_t type, enum frame_class 
 
 /* Most descriptors a frame of this class may carry; error replies none. */
 static unsigned frame_max_fds(const struct message_desc *msg, enum frame_class cls, uint16_t err) {
-    return cls == FRAME_REPLY && err == PROTO_OK ? msg->reply_max_fds : 0;
+    if (cls == FRAME_EVENT) {
+        return msg->max_fds;
+    }
+    return cls == FRAME_REPLY && err == PROTO_OK ? msg->max_fds : 0;
 }
 
 /* Requests and replies name a request (id != 0); events are unsolicited. */

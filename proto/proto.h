@@ -26,9 +26,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* The only version this code speaks. A client offers [min, max] in HELLO and
- * the daemon answers with the highest version both support. */
-#define PROTO_VERSION 1
+/* The versions this code speaks. A client offers [min, max] in HELLO and
+ * the daemon answers with the highest version both support. Version 2 adds
+ * EV_CONNECTED (a connect's outcome, with its stream descriptors, pushed
+ * when it resolves); everything else is the same in both. */
+#define PROTO_VERSION_MIN 1
+#define PROTO_VERSION_MAX 2
 
 #define PROTO_HEADER_SIZE 12
 
@@ -103,6 +106,7 @@ typedef enum proto_type {
     PROTO_EV_DATAGRAM_ERROR = 0x4003,  /* a datagram from the channel could not be sent */
     PROTO_EV_RESOLVE_ADDRESS = 0x4004, /* one address of a finished lookup */
     PROTO_EV_RESOLVE_DONE = 0x4005,    /* a lookup finished: its result */
+    PROTO_EV_CONNECTED = 0x4006,       /* version 2: a connect resolved: outcome and streams */
 
     /* replies: request type | PROTO_REPLY */
     PROTO_REPLY = 0x8000,
@@ -238,7 +242,7 @@ typedef struct proto_msg {
     uint8_t more;        /* TCP_ACCEPT reply: another connection is waiting */
     uint16_t option;     /* enum proto_tcp_option */
     uint16_t code;       /* EV_STREAM_ERROR, EV_DATAGRAM_ERROR: proto_err */
-    uint16_t result;     /* EV_RESOLVE_DONE: proto_err, 0 = success */
+    uint16_t result;     /* EV_RESOLVE_DONE, EV_CONNECTED: proto_err, 0 = success */
     uint8_t has_remote;  /* UDP_STREAM: 0/1, whether addr is the remote to associate */
     uint64_t value;      /* option values */
     proto_addr addr;

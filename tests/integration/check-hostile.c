@@ -84,7 +84,7 @@ static size_t encode(proto_msg *m, uint8_t *buf, size_t cap) {
 static size_t encode_hello(uint8_t *buf, size_t cap, uint32_t id) {
     proto_msg m = itest_raw_request(PROTO_HELLO, 0);
     m.id = id;
-    m.version_min = m.version_max = PROTO_VERSION;
+    m.version_min = m.version_max = PROTO_VERSION_MIN;
     m.wasi = PROTO_WASI_0_2;
     return encode(&m, buf, cap);
 }

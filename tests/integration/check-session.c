@@ -111,8 +111,8 @@ START_TEST(test_handshake_raw) {
     itest_raw r;
     itest_raw_open(&r, d);
     proto_msg m = itest_raw_request(PROTO_HELLO, 0);
-    m.version_min = PROTO_VERSION + 1;
-    m.version_max = PROTO_VERSION + 5;
+    m.version_min = PROTO_VERSION_MAX + 1;
+    m.version_max = PROTO_VERSION_MAX + 5;
     m.wasi = PROTO_WASI_0_2;
     proto_msg reply;
     ck_assert_int_eq(itest_raw_call(&r, &m, &reply, ITEST_WAIT_MS), 1);
@@ -123,7 +123,7 @@ START_TEST(test_handshake_raw) {
     /* An unknown tenant: ACCESS_DENIED with the reason, then closed. */
     itest_raw_open(&r, d);
     m = itest_raw_request(PROTO_HELLO, 0);
-    m.version_min = m.version_max = PROTO_VERSION;
+    m.version_min = m.version_max = PROTO_VERSION_MIN;
     m.wasi = PROTO_WASI_0_3;
     memcpy(m.tenant, "stranger", sizeof "stranger");
     ck_assert_int_eq(itest_raw_call(&r, &m, &reply, ITEST_WAIT_MS), 1);
@@ -139,6 +139,147 @@ START_TEST(test_handshake_raw) {
     ck_assert_int_eq(itest_raw_call(&r, &m, &reply, ITEST_WAIT_MS), 1);
     ck_assert_uint_eq(reply.err, 0);
     itest_raw_close(&r);
+    ck_assert(itest_daemon_alive(d));
+}
+END_TEST
+
+/* HELLO with [min, max]: the version the daemon chose, or -1 if refused. */
+static int negotiated_version(itest_daemon *d, uint16_t min, uint16_t max) {
+    itest_raw r;
+    proto_msg m = itest_raw_request(PROTO_HELLO, 0), reply;
+    int version = -1;
+
+    itest_raw_open(&r, d);
+    m.version_min = min;
+    m.version_max = max;
+    m.wasi = PROTO_WASI_0_2;
+    ck_assert_int_eq(itest_raw_call(&r, &m, &reply, ITEST_WAIT_MS), 1);
+    if (reply.err == PROTO_OK) {
+        version = reply.version;
+    }
+    itest_raw_close(&r);
+    return version;
+}
+
+START_TEST(test_protocol_versions) {
+    itest_daemon *d = itest_fixture_daemon();
+
+    ck_assert_int_eq(negotiated_version(d, 1, 1), 1);
+    ck_assert_int_eq(negotiated_version(d, 2, 2), 2);
+    ck_assert_int_eq(negotiated_version(d, 1, 9), PROTO_VERSION_MAX);
+    ck_assert_int_eq(negotiated_version(d, 0, 1), 1);
+    ck_assert_int_eq(negotiated_version(d, 0, 0), -1);
+    ck_assert(itest_daemon_alive(d));
+}
+END_TEST
+
+/* What a raw client saw of one connect: the events up to and including
+ * the outcome, and the TCP_FINISH reply. */
+struct raw_connect {
+    bool connected_event; /* EV_CONNECTED arrived */
+    unsigned event_nfds;
+    uint16_t event_result;
+    uint16_t finish_err;
+    unsigned finish_nfds;
+};
+
+/* Creates a socket, connects it to port, waits for readiness and finishes
+ * the connect, recording the frames (protocol 2 sends EV_CONNECTED, 1 does
+ * not). */
+static void raw_connect_once(itest_raw *r, uint16_t port, struct raw_connect *out) {
+    proto_msg m = itest_raw_request(PROTO_TCP_CREATE, 0), reply;
+    bool ready = true, replied = false;
+    int64_t deadline = itest_now_ms() + ITEST_WAIT_MS;
+
+    memset(out, 0, sizeof(*out));
+    m.family = PROTO_IPV4;
+    ck_assert_int_eq(itest_raw_call(r, &m, &reply, ITEST_WAIT_MS), 1);
+    ck_assert_uint_eq(reply.err, PROTO_OK);
+    uint32_t handle = reply.new_handle;
+
+    m = itest_raw_request(PROTO_TCP_CONNECT, handle);
+    proto_addr_set_v4(&m.addr, (const uint8_t[4]){127, 0, 0, 1}, port);
+    ck_assert_int_eq(itest_raw_send_msg(r, &m), 0);
+    /* Until the reply has come and the socket is ready again. */
+    while (!replied || !ready) {
+        proto_msg f;
+        ck_assert_msg(itest_now_ms() < deadline, "no outcome of the connect");
+        ck_assert_int_eq(itest_raw_recv_msg(r, &f, ITEST_WAIT_MS), 1);
+        if (f.type == (PROTO_TCP_CONNECT | PROTO_REPLY)) {
+            ck_assert_uint_eq(f.id, m.id);
+            ck_assert_uint_eq(f.err, PROTO_OK);
+            replied = true;
+        } else if (f.type == PROTO_EV_READY && f.handle == handle) {
+            ck_assert_msg(!out->connected_event, "EV_READY after EV_CONNECTED");
+            ready = f.ready != 0;
+        } else if (f.type == PROTO_EV_CONNECTED && f.handle == handle) {
+            ck_assert_msg(!out->connected_event, "two EV_CONNECTED");
+            out->connected_event = true;
+            out->event_nfds = f.nfds;
+            out->event_result = f.result;
+            ready = true;
+        }
+    }
+    m = itest_raw_request(PROTO_TCP_FINISH, handle);
+    m.op = PROTO_OP_CONNECT;
+    ck_assert_int_eq(itest_raw_call(r, &m, &reply, ITEST_WAIT_MS), 1);
+    out->finish_err = reply.err;
+    out->finish_nfds = reply.err == PROTO_OK ? reply.nfds : 0;
+    /* Finished once: a second finish is not-in-progress. */
+    m = itest_raw_request(PROTO_TCP_FINISH, handle);
+    m.op = PROTO_OP_CONNECT;
+    ck_assert_int_eq(itest_raw_call(r, &m, &reply, ITEST_WAIT_MS), 1);
+    ck_assert_uint_eq(reply.err, PROTO_E_NOT_IN_PROGRESS);
+    m = itest_raw_request(PROTO_TCP_DROP, handle);
+    ck_assert_int_eq(itest_raw_call(r, &m, &reply, ITEST_WAIT_MS), 1);
+}
+
+/* Protocol 2 pushes a connect's outcome (and in 0.2 its streams) with
+ * EV_CONNECTED, and TCP_FINISH then only commits; protocol 1 does as
+ * before. Both shapes, a connect that succeeds and one that is refused. */
+START_TEST(test_connect_outcome_by_version) {
+    itest_daemon *d = itest_fixture_daemon();
+    uint16_t port;
+    int lfd = itest_plain_listen(WASOCK_IPV4, &port);
+    uint16_t closed = itest_closed_port(WASOCK_IPV4);
+
+    for (uint16_t version = 1; version <= 2; version++) {
+        for (int wasi = PROTO_WASI_0_2; wasi <= PROTO_WASI_0_3; wasi++) {
+            unsigned streams = wasi == PROTO_WASI_0_2 ? 2 : 0;
+            struct raw_connect rc;
+            itest_raw r;
+
+            itest_raw_open(&r, d);
+            ck_assert_int_eq(itest_raw_hello_version(&r, wasi, "", version), 0);
+
+            raw_connect_once(&r, port, &rc);
+            int peer = itest_plain_accept(lfd, ITEST_WAIT_MS);
+            ck_assert_int_ge(peer, 0);
+            close(peer);
+            ck_assert_uint_eq(rc.finish_err, PROTO_OK);
+            if (version == 1) {
+                ck_assert(!rc.connected_event);
+                ck_assert_uint_eq(rc.finish_nfds, streams);
+            } else {
+                ck_assert(rc.connected_event);
+                ck_assert_uint_eq(rc.event_result, PROTO_OK);
+                ck_assert_uint_eq(rc.event_nfds, streams);
+                ck_assert_uint_eq(rc.finish_nfds, 0);
+            }
+            ck_assert_uint_eq(r.fds_received, streams);
+
+            raw_connect_once(&r, closed, &rc);
+            ck_assert_uint_eq(rc.finish_err, PROTO_E_CONNECTION_REFUSED);
+            ck_assert(rc.connected_event == (version == 2));
+            if (version == 2) {
+                ck_assert_uint_eq(rc.event_result, PROTO_E_CONNECTION_REFUSED);
+                ck_assert_uint_eq(rc.event_nfds, 0);
+            }
+            ck_assert_uint_eq(r.fds_received, streams);
+            itest_raw_close(&r);
+        }
+    }
+    close(lfd);
     ck_assert(itest_daemon_alive(d));
 }
 END_TEST
@@ -798,6 +939,8 @@ static Suite *session_suite(void) {
         {"handshake", test_handshake_tenants_and_shapes},
         {"handshake_refusals", test_handshake_refusals},
         {"handshake_raw", test_handshake_raw},
+        {"protocol_versions", test_protocol_versions},
+        {"connect_by_version", test_connect_outcome_by_version},
         {"many_clients", test_many_clients},
         {"socket_file", test_control_socket_file},
         {"handles", test_handles_per_session},

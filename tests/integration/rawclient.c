@@ -202,9 +202,13 @@ int itest_raw_call(itest_raw *r, proto_msg *m, proto_msg *reply, int timeout_ms)
 }
 
 int itest_raw_hello(itest_raw *r, int wasi, const char *tenant) {
+    return itest_raw_hello_version(r, wasi, tenant, PROTO_VERSION_MIN);
+}
+
+int itest_raw_hello_version(itest_raw *r, int wasi, const char *tenant, uint16_t version) {
     proto_msg m = itest_raw_request(PROTO_HELLO, 0);
-    m.version_min = PROTO_VERSION;
-    m.version_max = PROTO_VERSION;
+    m.version_min = version;
+    m.version_max = version;
     m.wasi = (uint8_t)wasi;
     if (tenant != NULL) {
         size_t len = strlen(tenant);

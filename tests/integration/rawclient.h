@@ -58,6 +58,9 @@ int itest_raw_call(itest_raw *r, proto_msg *m, proto_msg *reply, int timeout_ms)
 /* HELLO with versions [1,1], shape `wasi`, tenant (NULL: none): returns the
  * reply's err (0: admitted), or -1 when no reply came. */
 int itest_raw_hello(itest_raw *r, int wasi, const char *tenant);
+/* The same, offering exactly `version` (itest_raw_hello offers version 1,
+ * whose frames the raw tests spell out). */
+int itest_raw_hello_version(itest_raw *r, int wasi, const char *tenant, uint16_t version);
 
 /* Reads and discards frames until the daemon closes the connection:
  * true when it did within timeout_ms. */

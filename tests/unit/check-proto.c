@@ -143,7 +143,7 @@ struct test_message {
     bool is_event;
     enum test_field request[TEST_SCHEMA_MAX + 1];
     enum test_field result[TEST_SCHEMA_MAX + 1];
-    unsigned reply_fds;
+    unsigned reply_fds; /* of a success reply; of an event, the event's own */
 };
 
 static const struct test_message test_catalogue[] = {
@@ -186,6 +186,7 @@ static const struct test_message test_catalogue[] = {
     {0x4003, "EV_DATAGRAM_ERROR", true, {TF_HANDLE, TF_CODE}, {TF_END}, 0},
     {0x4004, "EV_RESOLVE_ADDRESS", true, {TF_HANDLE, TF_ADDR}, {TF_END}, 0},
     {0x4005, "EV_RESOLVE_DONE", true, {TF_HANDLE, TF_RESULT}, {TF_END}, 0},
+    {0x4006, "EV_CONNECTED", true, {TF_HANDLE, TF_RESULT}, {TF_END}, 2},
 };
 
 static const enum test_field detail_schema[] = {TF_DETAIL, TF_END};
@@ -374,7 +375,7 @@ static size_t fill_message(rng *r, proto_msg *m, uint16_t type, enum frame_shape
     memset(m, 0, sizeof(*m));
     m->type = type;
     m->id = shape == SHAPE_EVENT ? 0 : (uint32_t)pick_integer(r, 1, UINT32_MAX);
-    if (shape == SHAPE_REPLY_OK) {
+    if (shape == SHAPE_REPLY_OK || shape == SHAPE_EVENT) {
         m->nfds = (uint8_t)rng_range(r, 0, tm->reply_fds);
     }
     if (shape == SHAPE_REPLY_OK || shape == SHAPE_REPLY_ERROR) {
@@ -502,7 +503,7 @@ START_TEST(test_all_types_match_catalogue) {
     size_t n = proto_all_types(&types);
     size_t requests = 0, replies = 0, events = 0;
 
-    ck_assert_uint_eq(n, 63);
+    ck_assert_uint_eq(n, 64);
     for (size_t i = 0; i < n; i++) {
         const struct test_message *tm = test_message_of(types[i]);
         ck_assert_msg(tm != NULL, "unexpected type 0x%04x", types[i]);
@@ -524,7 +525,7 @@ START_TEST(test_all_types_match_catalogue) {
     }
     ck_assert_uint_eq(requests, 29);
     ck_assert_uint_eq(replies, 29);
-    ck_assert_uint_eq(events, 5);
+    ck_assert_uint_eq(events, 6);
     /* Conversely, every catalogue entry is listed. */
     for (size_t i = 0; i < ARRAY_SIZE(test_catalogue); i++) {
         bool found = false;
@@ -966,7 +967,7 @@ START_TEST(test_unknown_types) {
             require(proto_type_name((uint16_t)type) == NULL, "type 0x%04x named", type);
         }
     }
-    ck_assert_uint_eq(known, 63);
+    ck_assert_uint_eq(known, 64);
 }
 END_TEST
 
@@ -999,8 +1000,8 @@ START_TEST(test_id_rules) {
 }
 END_TEST
 
-/* Descriptors: never with requests, events or error replies; success replies
- * up to their type's count. */
+/* Descriptors: never with requests or error replies; success replies and
+ * events up to their type's count (only EV_CONNECTED has any). */
 START_TEST(test_nfds_per_type) {
     const uint16_t *types;
     size_t ntypes = proto_all_types(&types);
@@ -1015,7 +1016,8 @@ START_TEST(test_nfds_per_type) {
         for (size_t s = 0; s < nshapes; s++) {
             size_t payload = fill_message(&r, &m, types[t], shapes[s], STRINGS_RANDOM);
             size_t len = encode_checked(&m, frame, sizeof(frame), payload);
-            unsigned allowed = shapes[s] == SHAPE_REPLY_OK ? tm->reply_fds : 0;
+            unsigned allowed =
+                shapes[s] == SHAPE_REPLY_OK || shapes[s] == SHAPE_EVENT ? tm->reply_fds : 0;
 
             for (unsigned nfds = 0; nfds <= PROTO_MAX_FDS_PER_FRAME; nfds++) {
                 frame[6] = (uint8_t)nfds;
@@ -1083,8 +1085,8 @@ START_TEST(test_enum_ranges) {
         }
     }
     /* wasi, family x2 (TCP) + x1 (UDP), op, how, direction x2, ready, more,
-     * code x2, has_remote, result */
-    ck_assert_uint_eq(checked, 14);
+     * code x2, has_remote, result x2 */
+    ck_assert_uint_eq(checked, 15);
 }
 END_TEST
 

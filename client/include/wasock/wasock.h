@@ -176,7 +176,13 @@ WASOCK_API void wasock_client_opts_init(wasock_client_opts *o);
  * The handshake is bounded: a daemon that does not accept and answer within
  * ten seconds yields DAEMON. $WASOCK_SOCKET is ignored in set-user-ID and
  * set-group-ID processes (secure_getenv). o->error (when set and
- * error_len > 0) is written only on failure, NUL-terminated. */
+ * error_len > 0) is written only on failure, NUL-terminated.
+ * Protocol: the library offers versions 1..2 (proto/PROTOCOL.md) and uses
+ * what the daemon chooses; with version 2 finish-connect is answered from
+ * the outcome the daemon pushed, without a round trip. $WASOCK_PROTOCOL_MAX
+ * set to 1 makes it offer version 1 only (to compare, or to rule the
+ * newer exchange out when chasing a problem); other values are ignored, as
+ * is the variable in set-user-ID and set-group-ID processes. */
 WASOCK_API wasock_err wasock_client_open(const wasock_client_opts *o, wasock_client **out);
 
 /* Closes the connection and frees the client and every resource still open
@@ -239,7 +245,10 @@ WASOCK_API wasock_err wasock_tcp_start_connect(wasock_tcp *s, const wasock_addr 
  * set to -1: take streams with wasock_tcp_send/_receive. Either pointer may
  * be NULL when the caller does not want it. A read that returns 0 (EOF)
  * means the stream is closed; wasock_tcp_stream_error says whether the
- * connection ended with an error (e.g. connection-reset). */
+ * connection ended with an error (e.g. connection-reset). Once the socket
+ * is ready (the connect resolved) and the daemon speaks protocol 2, the
+ * outcome and the streams are already here and the call does not wait for
+ * the daemon (relayed connections; a handoff still takes a round trip). */
 WASOCK_API wasock_err wasock_tcp_finish_connect(wasock_tcp *s, int *input_fd, int *output_fd);
 WASOCK_API wasock_err wasock_tcp_start_listen(wasock_tcp *s);
 WASOCK_API wasock_err wasock_tcp_finish_listen(wasock_tcp *s);
