@@ -142,8 +142,9 @@ static bool op_uses_bindings(policy_op op) {
  * first allow wins, else the first prompt, else the first refusal. On
  * return *req and *v describe the chosen decision (req->host is its name,
  * borrowed for this callback), and *binding is the binding of an allow. */
-static void decide_with_bindings(session *s, const authz_query *q, policy_request *req,
-                                 policy_verdict *v, struct hostbind_entry **binding) {
+static void decide_with_bindings_unlogged(session *s, const authz_query *q,
+                                          policy_request *req, policy_verdict *v,
+                                          struct hostbind_entry **binding) {
     struct hostbind_entry *bound[AUTHZ_MAX_BOUND_NAMES];
     size_t nbound = 0, chosen = 0;
     bool prompted = false;
@@ -171,6 +172,18 @@ static void decide_with_bindings(session *s, const authz_query *q, policy_reques
         /* Decisions are pure and cheap: decide the chosen name again so
          * that req and v describe it. */
         decide(s, q, hostbind_entry_name(bound[chosen]), req, v);
+    }
+}
+
+/* decide_with_bindings_unlogged, and at debug level which binding (name,
+ * and what allowed its lookup) the decision was made with. */
+static void decide_with_bindings(session *s, const authz_query *q, policy_request *req,
+                                 policy_verdict *v, struct hostbind_entry **binding) {
+    decide_with_bindings_unlogged(s, q, req, v, binding);
+    if (*binding != NULL) {
+        log_debug("session %" PRIu64 " handle %u: %s is bound to %s by a lookup %s allowed",
+                  session_id(s), (unsigned)q->handle, policy_op_name(q->op),
+                  hostbind_entry_name(*binding), hostbind_entry_rule(*binding));
     }
 }
 

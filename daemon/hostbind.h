@@ -21,8 +21,9 @@
 /* Longest name kept: a DNS name in its ASCII form without the final dot. */
 #define HOSTBIND_NAME_MAX 253
 
-/* Longest rule id kept with a binding (policy names are at most 64 bytes). */
-#define HOSTBIND_RULE_MAX 64
+/* Longest "what decided" kept with a binding: the lookup's
+ * policy_verdict.decided_by ("rule:<id>", "answer:<id>", "default", ...). */
+#define HOSTBIND_RULE_MAX 159
 
 typedef struct hostbind_table hostbind_table;
 typedef struct hostbind_entry hostbind_entry;

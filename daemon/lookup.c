@@ -36,6 +36,9 @@ typedef struct lookup_req {
     bool in_flight;
     bool destroyed; /* out of the table; the pool callback frees it */
     char name[NAMES_MAX + 1];
+    /* What allowed the lookup ("rule:<id>", "default", ...): kept with
+     * every binding of its answers. */
+    char decided_by[HOSTBIND_RULE_MAX + 1];
 } lookup_req;
 
 static void lookup_destroy(resource *r);
@@ -245,8 +248,8 @@ static void deliver_answers(lookup_req *l, const proto_addr *answers, size_t n) 
             filtered++;
             continue;
         }
-        int r = hostbind_add(l->dns->bindings, l->name, &answers[i], session_id(s), expires, NULL,
-                             now, max_bindings);
+        int r = hostbind_add(l->dns->bindings, l->name, &answers[i], session_id(s), expires,
+                             l->decided_by, now, max_bindings);
         if (r < 0) {
             /* The answer is still given; a host rule just cannot match it. */
             log_write_ratelimited(&lookup_log, LOG_LEVEL_WARN,
@@ -349,6 +352,7 @@ static void handle_resolve(session *s, const proto_msg *req) {
     struct tenant_dns *dns;
     lookup_req *l;
     authz_query q;
+    policy_verdict decided;
     proto_err verdict;
     int kind, r;
 
@@ -377,6 +381,7 @@ static void handle_resolve(session *s, const proto_msg *req) {
     q.op = POLICY_OP_LOOKUP;
     q.host = name;
     q.handle = 0;
+    q.verdict = &decided;
     verdict = authz_decide(s, &q);
     if (verdict != PROTO_OK) {
         session_reply_error(s, req, verdict, "the policy refuses to look this name up");
@@ -409,6 +414,7 @@ static void handle_resolve(session *s, const proto_msg *req) {
     if (l == NULL) {
         return;
     }
+    snprintf(l->decided_by, sizeof(l->decided_by), "%s", decided.decided_by);
     struct addrinfo hints;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;

@@ -429,7 +429,10 @@ START_TEST(test_policy_on_lookups) {
 END_TEST
 
 START_TEST(test_pinned_connect) {
+    /* Debug lines name the binding a connect was decided with. */
+    setenv("ITEST_DAEMON_LOG_LEVEL", "debug", 1);
     start_pinned("tenant", "10m", "true", false, true);
+    unsetenv("ITEST_DAEMON_LOG_LEVEL");
     int version = 2 + (_i & 1);
     wasock_client *c = itest_client_open(&policy_daemon, version, NULL);
     uint16_t port;
@@ -447,6 +450,9 @@ START_TEST(test_pinned_connect) {
         return;
     }
     ITEST_EXPECT(connect_loopback(c, port), WASOCK_OK);
+    /* The binding remembers which rule allowed the lookup. */
+    ck_assert(itest_daemon_log_contains(
+        &policy_daemon, "tcp.connect is bound to localhost by a lookup rule:named-peers allowed"));
     /* pin_scope tenant: another session of the tenant may use it too. */
     wasock_client *other = itest_client_open(&policy_daemon, version, NULL);
     ITEST_EXPECT(connect_loopback(other, port), WASOCK_OK);

@@ -261,6 +261,11 @@ static void exec_daemon(const char *wasockd, const itest_daemon *d, int log_fd, 
         argv[argc++] = "--policy";
         argv[argc++] = d->policy_path;
     }
+    const char *level = getenv("ITEST_DAEMON_LOG_LEVEL");
+    if (level != NULL && level[0] != '\0') {
+        argv[argc++] = "--log-level";
+        argv[argc++] = level;
+    }
     argv[argc] = NULL;
     execv(wasockd, (char *const *)argv);
     dprintf(STDERR_FILENO, "exec %s: %s\n", wasockd, strerror(errno));

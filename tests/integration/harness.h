@@ -55,7 +55,8 @@ typedef struct itest_daemon {
  * (bounded) until the socket accepts connections. The daemon is killed by
  * the kernel if the test process dies (PR_SET_PDEATHSIG), and stopped by an
  * atexit handler if the test fails before itest_daemon_stop. Asserts on
- * failure (printing the daemon's log). */
+ * failure (printing the daemon's log). $ITEST_DAEMON_LOG_LEVEL, when set,
+ * is passed as --log-level (a test that checks debug lines sets it). */
 void itest_daemon_start(itest_daemon *d, const char *policy_yaml);
 
 /* Starts a daemon but returns false instead of asserting when it does not
