@@ -142,9 +142,8 @@ static bool op_uses_bindings(policy_op op) {
  * first allow wins, else the first prompt, else the first refusal. On
  * return *req and *v describe the chosen decision (req->host is its name,
  * borrowed for this callback), and *binding is the binding of an allow. */
-static void decide_with_bindings_unlogged(session *s, const authz_query *q,
-                                          policy_request *req, policy_verdict *v,
-                                          struct hostbind_entry **binding) {
+static void decide_with_bindings_unlogged(session *s, const authz_query *q, policy_request *req,
+                                          policy_verdict *v, struct hostbind_entry **binding) {
     struct hostbind_entry *bound[AUTHZ_MAX_BOUND_NAMES];
     size_t nbound = 0, chosen = 0;
     bool prompted = false;

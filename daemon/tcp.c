@@ -79,8 +79,9 @@ struct tcp_sock;
 typedef struct held_conn {
     struct held_conn *next;
     struct tcp_sock *listener;
-    int fd;               /* the accepted socket; owned */
-    authz_pending *authz; /* NULL once allowed */
+    int fd;                     /* the accepted socket; owned */
+    authz_pending *authz;       /* NULL once allowed */
+    policy_data_path data_path; /* the allowing rule's allow.data_path */
 } held_conn;
 
 typedef struct tcp_sock {
@@ -1156,11 +1157,12 @@ static void inherit_options(const tcp_sock *listener, tcp_sock *conn) {
 
 /* Takes the first held connection the policy allowed: its descriptor, or
  * -1 when none. */
-static int take_allowed(tcp_sock *l) {
+static int take_allowed(tcp_sock *l, policy_data_path *data_path) {
     for (held_conn **link = &l->held; *link != NULL; link = &(*link)->next) {
         held_conn *h = *link;
         if (h->authz == NULL) {
             int fd = h->fd;
+            *data_path = h->data_path;
             *link = h->next;
             l->held_count--;
             free(h);
@@ -1218,12 +1220,14 @@ static void on_accept_decided(void *cookie, proto_err result) {
 
 /* Takes the next connection the policy allows: a held one it allowed
  * earlier, else from the kernel. A connection whose decision has to wait
- * (a prompt) is held, and the next one is tried. Returns its descriptor,
- * or -1 with *err (PROTO_E_WOULD_BLOCK when none can be taken now). */
-static int accept_allowed(session *s, tcp_sock *listener, proto_err *err) {
+ * (a prompt) is held, and the next one is tried. Returns its descriptor
+ * and *data_path (the allowing rule's), or -1 with *err
+ * (PROTO_E_WOULD_BLOCK when none can be taken now). */
+static int accept_allowed(session *s, tcp_sock *listener, policy_data_path *data_path,
+                          proto_err *err) {
     proto_addr local;
     bool have_local = local_address(listener, &local) == 0;
-    int fd = take_allowed(listener);
+    int fd = take_allowed(listener, data_path);
 
     if (fd >= 0) {
         return fd;
@@ -1273,11 +1277,14 @@ static int accept_allowed(session *s, tcp_sock *listener, proto_err *err) {
         q.local_port_ephemeral = listener->port_chosen_by_kernel;
         q.remote = &peer;
         q.handle = listener->res.handle;
+        h->data_path = POLICY_DATA_RELAY;
+        q.data_path = &h->data_path; /* h lives until the decision */
         if (authz_begin(s, &q, on_accept_decided, h, &verdict, &pending) == AUTHZ_PENDING) {
             h->authz = pending;
             held_append(listener, h);
             continue;
         }
+        *data_path = h->data_path;
         free(h);
         if (verdict != PROTO_OK) {
             close_refused(s, fd);
@@ -1297,6 +1304,7 @@ static void handle_accept(session *s, const proto_msg *req) {
     policy_limits limits;
     proto_msg reply;
     proto_err err = PROTO_E_UNKNOWN;
+    policy_data_path data_path = POLICY_DATA_RELAY;
     int fd, r;
 
     if (l == NULL) {
@@ -1319,7 +1327,7 @@ static void handle_accept(session *s, const proto_msg *req) {
         return;
     }
 
-    fd = accept_allowed(s, l, &err);
+    fd = accept_allowed(s, l, &data_path, &err);
     if (fd < 0) {
         listener_refresh_readiness(l);
         session_reply_error(s, req, err,
@@ -1346,6 +1354,7 @@ static void handle_accept(session *s, const proto_msg *req) {
         return;
     }
     session_usage(s)->sockets++;
+    c->data_path = data_path; /* handoff: the socket itself goes to the client */
     err = start_relay(c);
     if (err != PROTO_OK) {
         resource *taken = session_take_resource(s, c->res.handle, &tcp_ops);

@@ -20,7 +20,8 @@
 #include "harness.h"
 
 /* A policy for the current user: tcp.connect to loopback port `handoff
- * port` hands off, everything else on loopback is relayed. */
+ * port` and connections accepted from 127.0.0.2 are handed off, everything
+ * else on loopback is relayed. */
 static const char handoff_policy_fmt[] =
     "version: 1\n"
     "defaults: { action: deny, implicit_bind: follow-connect }\n"
@@ -34,6 +35,11 @@ static const char handoff_policy_fmt[] =
     "        ops: [ tcp.connect ]\n"
     "        remote: [ \"@loopback\" ]\n"
     "        ports: [ %u ]\n"
+    "        action: allow\n"
+    "        allow: { data_path: handoff }\n"
+    "      - id: handoff-accept\n"
+    "        ops: [ tcp.accept ]\n"
+    "        remote: [ \"127.0.0.2/32\" ]\n"
     "        action: allow\n"
     "        allow: { data_path: handoff }\n"
     "      - id: loopback-relayed\n"
@@ -244,6 +250,52 @@ START_TEST(test_handoff_0_3_before_streams) {
 }
 END_TEST
 
+/* A connection accepted under a handoff rule is the socket itself (0.2: one
+ * descriptor; 0.3: a duplicate per stream), and the daemon keeps none of
+ * it; one accepted under the relay rule gets pipes as before. */
+START_TEST(test_handoff_accepted_connections) {
+    itest_daemon d;
+
+    start_daemon(&d, 1);
+    for (int wasi = 2; wasi <= 3; wasi++) {
+        wasock_client *c = itest_client_open(&d, wasi, NULL);
+        uint16_t port;
+        wasock_tcp *listener = itest_listener(c, WASOCK_IPV4, &port);
+        itest_conn handed, relayed;
+        int base = itest_daemon_settled_fd_count(&d);
+        int peer1 = itest_plain_connect_start(WASOCK_IPV4, "127.0.0.2", port);
+
+        ck_assert_int_ge(peer1, 0);
+        itest_accept(c, listener, &handed);
+        ck_assert(fd_is_socket(handed.in));
+        ck_assert(fd_is_socket(handed.out));
+        ck_assert(wasi == 2 ? handed.in == handed.out : handed.in != handed.out);
+        expect_bytes(handed.out, peer1, "accepted, handed off");
+        expect_bytes(peer1, handed.in, "and back");
+        ck_assert_int_eq(itest_daemon_settled_fd_count(&d), base);
+
+        int peer2 = itest_plain_connect_start(WASOCK_IPV4, "127.0.0.1", port);
+        ck_assert_int_ge(peer2, 0);
+        itest_accept(c, listener, &relayed);
+        ck_assert(!fd_is_socket(relayed.in));
+        ck_assert(!fd_is_socket(relayed.out));
+        expect_bytes(relayed.out, peer2, "accepted, relayed");
+        expect_bytes(peer2, relayed.in, "and back");
+
+        itest_conn_close(&handed);
+        ck_assert_int_eq(itest_read_to_eof(peer1, ITEST_WAIT_MS), 0);
+        itest_conn_close(&relayed);
+        ck_assert_int_eq(itest_read_to_eof(peer2, ITEST_WAIT_MS), 0);
+        ck_assert_int_eq(itest_daemon_wait_fd_count(&d, base, ITEST_WAIT_MS), base);
+        close(peer1);
+        close(peer2);
+        wasock_tcp_drop(listener);
+        wasock_client_close(c);
+    }
+    itest_daemon_stop(&d);
+}
+END_TEST
+
 static Suite *handoff_suite(void) {
     Suite *s = suite_create("handoff");
     TCase *tc;
@@ -262,6 +314,11 @@ static Suite *handoff_suite(void) {
     itest_tcase_defaults(tc);
     tcase_add_test(tc, test_handoff_daemon_forgets_socket);
     tcase_add_test(tc, test_handoff_0_3_before_streams);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("accepted");
+    itest_tcase_defaults(tc);
+    tcase_add_test(tc, test_handoff_accepted_connections);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -250,8 +250,8 @@ START_TEST(test_drop_pending_lookup) {
     for (int i = 0; i < 50; i++) {
         wasock_resolve *r = NULL;
         e = wasock_resolve_addresses(c, "localhost", &r);
-        ck_assert_msg(e == WASOCK_OK || e == WASOCK_E_TEMPORARY_RESOLVER_FAILURE,
-                      "lookup %d: %s", i, wasock_err_name(e));
+        ck_assert_msg(e == WASOCK_OK || e == WASOCK_E_TEMPORARY_RESOLVER_FAILURE, "lookup %d: %s",
+                      i, wasock_err_name(e));
         if (e == WASOCK_OK) {
             wasock_resolve_drop(r);
         }

@@ -254,7 +254,8 @@ WASOCK_API wasock_err wasock_tcp_start_listen(wasock_tcp *s);
 WASOCK_API wasock_err wasock_tcp_finish_listen(wasock_tcp *s);
 /* Takes one waiting connection: WOULD_BLOCK when none waits. *conn is a new
  * connected wasock_tcp owned by the caller; its streams are returned as for
- * finish_connect (fds -1 in a 0.3 session). Accepted sockets report the
+ * finish_connect (fds -1 in a 0.3 session), including a handoff when the
+ * accept rule says so (one descriptor, the socket, for both streams). Accepted sockets report the
  * listener's options as they were at accept time. */
 WASOCK_API wasock_err wasock_tcp_accept(wasock_tcp *l, wasock_tcp **conn, int *input_fd,
                                         int *output_fd);
