@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -281,6 +282,48 @@ START_TEST(test_connect_outcome_by_version) {
     }
     close(lfd);
     ck_assert(itest_daemon_alive(d));
+}
+END_TEST
+
+/* Reads notification datagrams until one contains `state`. */
+static bool notified(int notify_fd, const char *state) {
+    int64_t deadline = itest_now_ms() + 2 * ITEST_WAIT_MS;
+    char msg[256];
+
+    while (itest_now_ms() < deadline) {
+        struct pollfd p = {.fd = notify_fd, .events = POLLIN};
+        if (poll(&p, 1, 100) <= 0) {
+            continue;
+        }
+        ssize_t n = recv(notify_fd, msg, sizeof msg - 1, MSG_DONTWAIT);
+        if (n > 0) {
+            msg[n] = '\0';
+            if (strstr(msg, state) != NULL) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Started by a service manager: the daemon serves the socket it was given
+ * (not --socket), tells NOTIFY_SOCKET it is ready and, when stopped, that
+ * it is stopping. Without a policy file it uses the built-in default. */
+START_TEST(test_socket_activation) {
+    itest_daemon d;
+    int notify_fd = itest_daemon_start_activated(&d, NULL);
+
+    ck_assert_msg(notified(notify_fd, "READY=1"), "no READY=1 from the daemon");
+    ck_assert(itest_daemon_log_contains(&d, "socket from the service manager"));
+    wasock_client *c = itest_client_open(&d, 2, NULL);
+    wasock_tcp *s = itest_socket(c, WASOCK_IPV4);
+    wasock_addr lo = itest_loopback(WASOCK_IPV4, 0);
+    ITEST_EXPECT(itest_bind(c, s, &lo), WASOCK_OK);
+    wasock_tcp_drop(s);
+    wasock_client_close(c);
+    itest_daemon_stop(&d);
+    ck_assert_msg(notified(notify_fd, "STOPPING=1"), "no STOPPING=1 from the daemon");
+    close(notify_fd);
 }
 END_TEST
 
@@ -941,6 +984,7 @@ static Suite *session_suite(void) {
         {"handshake_raw", test_handshake_raw},
         {"protocol_versions", test_protocol_versions},
         {"connect_by_version", test_connect_outcome_by_version},
+        {"socket_activation", test_socket_activation},
         {"many_clients", test_many_clients},
         {"socket_file", test_control_socket_file},
         {"handles", test_handles_per_session},

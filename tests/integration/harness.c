@@ -229,6 +229,12 @@ static bool socket_accepts(const char *path) {
     return ok;
 }
 
+/* Socket activation for the next spawn (itest_daemon_start_activated):
+ * the listening socket to pass as descriptor 3, and the NOTIFY_SOCKET
+ * path; -1 and "" otherwise. */
+static int activation_fd = -1;
+static char activation_notify_path[ITEST_PATH_MAX];
+
 /* The child side of the fork: becomes wasockd. Never returns. */
 static void exec_daemon(const char *wasockd, const itest_daemon *d, int log_fd, pid_t test_pid) {
     /* Dies with the test process, so a test killed by a timeout leaves no
@@ -246,6 +252,18 @@ static void exec_daemon(const char *wasockd, const itest_daemon *d, int log_fd, 
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);
+    if (activation_fd >= 0) {
+        /* As a service manager does: the socket as descriptor 3 (kept
+         * across exec), LISTEN_PID naming the process that will run. */
+        char pid_text[24];
+        if ((activation_fd != 3 && dup2(activation_fd, 3) < 0) || fcntl(3, F_SETFD, 0) < 0) {
+            _exit(127);
+        }
+        snprintf(pid_text, sizeof pid_text, "%ld", (long)getpid());
+        setenv("LISTEN_FDS", "1", 1);
+        setenv("LISTEN_PID", pid_text, 1);
+        setenv("NOTIFY_SOCKET", activation_notify_path, 1);
+    }
 
     const char *argv[16];
     size_t argc = 0;
@@ -395,6 +413,29 @@ bool itest_daemon_wait_exit(itest_daemon *d, int timeout_ms, int *status) {
     forget_daemon(d);
     d->pid = 0;
     return true;
+}
+
+int itest_daemon_start_activated(itest_daemon *d, const char *policy_yaml) {
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int listen_fd, notify_fd;
+
+    prepare_daemon(d, NULL, policy_yaml);
+    set_path(activation_notify_path, d->dir, "notify.sock");
+    notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(notify_fd, 0);
+    memcpy(sun.sun_path, activation_notify_path, strlen(activation_notify_path) + 1);
+    ck_assert_int_eq(bind(notify_fd, (struct sockaddr *)&sun, sizeof sun), 0);
+    listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(listen_fd, 0);
+    memcpy(sun.sun_path, d->socket_path, strlen(d->socket_path) + 1);
+    ck_assert_int_eq(bind(listen_fd, (struct sockaddr *)&sun, sizeof sun), 0);
+    ck_assert_int_eq(listen(listen_fd, 16), 0);
+    activation_fd = listen_fd;
+    spawn_daemon(d);
+    activation_fd = -1;
+    activation_notify_path[0] = '\0';
+    close(listen_fd); /* the daemon holds it now */
+    return notify_fd;
 }
 
 void itest_daemon_start(itest_daemon *d, const char *policy_yaml) {

@@ -59,6 +59,13 @@ typedef struct itest_daemon {
  * is passed as --log-level (a test that checks debug lines sets it). */
 void itest_daemon_start(itest_daemon *d, const char *policy_yaml);
 
+/* Starts $WASOCKD as a service manager would with socket activation: the
+ * listening socket at d->socket_path is made here and passed as descriptor
+ * 3 (LISTEN_FDS, LISTEN_PID), and NOTIFY_SOCKET names a datagram socket
+ * whose descriptor is returned (the caller's: read the daemon's READY=1
+ * from it, then close it). Does not wait for the daemon. */
+int itest_daemon_start_activated(itest_daemon *d, const char *policy_yaml);
+
 /* Starts a daemon but returns false instead of asserting when it does not
  * come up (e.g. it refuses the policy file); the log stays readable with
  * itest_daemon_print_log until itest_daemon_discard. */
