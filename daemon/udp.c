@@ -81,6 +81,12 @@ typedef struct udp_sock {
     uint8_t family;
     udp_state state;
     proto_err bind_result;
+    /* An explicit bind waiting for a permission decision (a prompt, a
+     * delayed refusal): finish-bind says would-block, readiness is false.
+     * bind_addr is what it will bind. */
+    authz_pending *bind_authz;
+    proto_addr bind_addr;
+    bool not_ready; /* readiness the client was last told is false */
     bool has_local;
     bool port_chosen_by_kernel;
     proto_addr local;  /* valid with has_local */
@@ -844,6 +850,10 @@ static void udp_destroy(resource *r) {
     forward_outbound(u, UDP_BATCHES_PER_WAKEUP * 4);
     u->destroyed = true;
     u->batch_error = PROTO_OK;
+    if (u->bind_authz != NULL) {
+        authz_cancel(u->bind_authz); /* a prompt nobody waits for is withdrawn */
+        u->bind_authz = NULL;
+    }
     for (size_t i = 0; i < u->npins; i++) {
         hostbind_unpin(u->pins[i]);
     }
@@ -958,8 +968,40 @@ static proto_err do_bind(udp_sock *u, const proto_addr *addr) {
     return PROTO_OK;
 }
 
+/* Readiness is the WASI pollable; a UDP socket is not ready only while its
+ * bind waits for a permission decision. Tells the client of a change. */
+static void set_ready(udp_sock *u, bool ready) {
+    proto_msg ev;
+
+    if (u->not_ready == !ready) {
+        return;
+    }
+    u->not_ready = !ready;
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PROTO_EV_READY;
+    ev.handle = u->res.handle;
+    ev.ready = ready;
+    session_send_event(sess_of(u), &ev);
+}
+
+/* The decision on an explicit bind that had to wait: bind now (or keep the
+ * refusal) for finish-bind to report. Not called once the socket is
+ * dropped (udp_destroy cancels). */
+static void on_bind_decided(void *cookie, proto_err result) {
+    udp_sock *u = cookie;
+    session *s = sess_of(u);
+
+    u->bind_authz = NULL;
+    u->bind_result = result == PROTO_OK ? do_bind(u, &u->bind_addr) : result;
+    session_hold(s);
+    set_ready(u, true); /* may close the session (output cap): u is not used after */
+    session_flush(s);
+    session_release(s);
+}
+
 static void handle_bind(session *s, const proto_msg *req) {
     udp_sock *u = find_sock(s, req);
+    authz_pending *pending = NULL;
     const char *why;
     authz_query q;
 
@@ -975,15 +1017,20 @@ static void handle_bind(session *s, const proto_msg *req) {
         reply_invalid_state(s, req, u);
         return;
     }
+    /* The outcome (policy or kernel) is finish-bind's to report. */
+    u->state = UDP_BIND_IN_PROGRESS;
+    u->bind_addr = req->addr;
+    u->bind_result = PROTO_OK;
     memset(&q, 0, sizeof(q));
     q.op = POLICY_OP_UDP_BIND;
-    q.local = &req->addr;
+    q.local = &u->bind_addr;
     q.handle = u->res.handle;
-    u->bind_result = authz_decide(s, &q);
-    if (u->bind_result == PROTO_OK) {
-        u->bind_result = do_bind(u, &req->addr);
+    if (authz_begin(s, &q, on_bind_decided, u, &u->bind_result, &pending) == AUTHZ_PENDING) {
+        u->bind_authz = pending;
+        set_ready(u, false); /* events before the reply */
+    } else if (u->bind_result == PROTO_OK) {
+        u->bind_result = do_bind(u, &u->bind_addr);
     }
-    u->state = UDP_BIND_IN_PROGRESS;
     session_reply_ok(s, req);
 }
 
@@ -995,6 +1042,10 @@ static void handle_finish_bind(session *s, const proto_msg *req) {
     }
     if (u->state != UDP_BIND_IN_PROGRESS) {
         session_reply_error(s, req, PROTO_E_NOT_IN_PROGRESS, "no bind in progress");
+        return;
+    }
+    if (u->bind_authz != NULL) {
+        session_reply_error(s, req, PROTO_E_WOULD_BLOCK, "waiting for a permission decision");
         return;
     }
     if (u->bind_result != PROTO_OK) {

@@ -96,6 +96,10 @@ static const char prompt_policy_fmt[] =
     "        ops: [ tcp.accept ]\n"
     "        remote: [ \"@loopback\" ]\n"
     "        action: prompt\n"
+    "      - id: server-udp-bind\n"
+    "        ops: [ udp.bind ]\n"
+    "        local: [ \"@loopback\" ]\n"
+    "        action: prompt\n"
     "  tarpit:\n"
     "    match: { uids: [ %u ] }\n"
     "    rules:\n"
@@ -784,6 +788,66 @@ START_TEST(test_bind_and_listen_prompts) {
 }
 END_TEST
 
+/* An explicit UDP bind waits for its prompt like a TCP one: 0.2 finish-bind
+ * says would-block and the socket is not ready until the answer; a refusal
+ * leaves it unbound; 0.3 bind waits; dropping the socket withdraws the
+ * prompt. */
+START_TEST(test_udp_bind_prompt) {
+    itest_ctl agent;
+    itest_agent_open(&pd, "tester", &agent);
+    wasock_client *c = itest_client_open(&pd, 2, "server");
+    wasock_addr lo = itest_loopback(WASOCK_IPV4, 0), local;
+    char line[ITEST_CTL_LINE_MAX + 1], value[64];
+    wasock_udp *u = NULL;
+
+    ITEST_EXPECT(wasock_udp_create(c, WASOCK_IPV4, &u), WASOCK_OK);
+    ITEST_EXPECT(wasock_udp_start_bind(u, &lo), WASOCK_OK);
+    ck_assert(!wasock_udp_ready(u));
+    uint64_t id = expect_prompt(&agent, line, sizeof line);
+    ck_assert(itest_kv(line, "op", value, sizeof value));
+    ck_assert_str_eq(value, "udp.bind");
+    ITEST_EXPECT(wasock_udp_finish_bind(u), WASOCK_E_WOULD_BLOCK);
+    itest_agent_answer(&agent, id, "deny");
+    for (int64_t end = itest_now_ms() + ITEST_WAIT_MS; !wasock_udp_ready(u);) {
+        ck_assert_msg(itest_now_ms() < end, "the socket did not become ready");
+        ITEST_EXPECT(wasock_client_wait(c, 100), WASOCK_OK);
+    }
+    ITEST_EXPECT(wasock_udp_finish_bind(u), WASOCK_E_ACCESS_DENIED);
+    /* Unbound again: a new bind may start, and this one is allowed. */
+    ITEST_EXPECT(wasock_udp_start_bind(u, &lo), WASOCK_OK);
+    itest_agent_answer(&agent, expect_prompt(&agent, NULL, 0), "allow");
+    for (int64_t end = itest_now_ms() + ITEST_WAIT_MS; !wasock_udp_ready(u);) {
+        ck_assert_msg(itest_now_ms() < end, "the socket did not become ready");
+        ITEST_EXPECT(wasock_client_wait(c, 100), WASOCK_OK);
+    }
+    ITEST_EXPECT(wasock_udp_finish_bind(u), WASOCK_OK);
+    ITEST_EXPECT(wasock_udp_local_address(u, &local), WASOCK_OK);
+    ck_assert_uint_ne(local.port, 0);
+    wasock_udp_drop(u);
+
+    /* Dropped while its prompt is pending: the agent is told. */
+    ITEST_EXPECT(wasock_udp_create(c, WASOCK_IPV4, &u), WASOCK_OK);
+    ITEST_EXPECT(wasock_udp_start_bind(u, &lo), WASOCK_OK);
+    id = expect_prompt(&agent, NULL, 0);
+    wasock_udp_drop(u);
+    char want[64];
+    snprintf(want, sizeof want, "withdraw %llu dropped", (unsigned long long)id);
+    ck_assert(itest_agent_wait_line(&agent, want, NULL, 0, ITEST_WAIT_MS));
+    wasock_client_close(c);
+
+    /* 0.3: bind waits for the answer. */
+    c = itest_client_open(&pd, 3, "server");
+    ITEST_EXPECT(wasock_udp_create(c, WASOCK_IPV4, &u), WASOCK_OK);
+    answerer a;
+    answerer_start(&a, &agent, "allow");
+    ITEST_EXPECT(wasock_udp_bind(u, &lo), WASOCK_OK);
+    answerer_join(&a);
+    wasock_udp_drop(u);
+    wasock_client_close(c);
+    itest_ctl_close(&agent);
+}
+END_TEST
+
 /* A listener of the "server" tenant whose bind and listen were allowed. */
 static wasock_tcp *prompted_listener(wasock_client *c, itest_ctl *agent, uint16_t *port) {
     wasock_tcp *s = itest_socket(c, WASOCK_IPV4);
@@ -868,6 +932,7 @@ static Suite *prompts_suite(void) {
         {"pending-limit", test_prompts_count_as_pending_operations, 1},
         {"delay", test_delayed_refusal, 1},
         {"bind-listen", test_bind_and_listen_prompts, 1},
+        {"udp-bind", test_udp_bind_prompt, 1},
         {"accept", test_accept_prompt_holds_the_connection, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

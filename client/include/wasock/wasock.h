@@ -384,7 +384,8 @@ WASOCK_API wasock_err wasock_udp_create(wasock_client *c, wasock_family f, wasoc
 
 /* 0.2 shape. start_bind checks the arguments and state; the policy's and
  * the kernel's answer (ACCESS_DENIED, ADDRESS_IN_USE, ...) comes from
- * finish_bind, as for TCP. */
+ * finish_bind, as for TCP. While a permission prompt decides the bind,
+ * finish_bind says WOULD_BLOCK and wasock_udp_ready is false. */
 WASOCK_API wasock_err wasock_udp_start_bind(wasock_udp *u, const wasock_addr *local);
 WASOCK_API wasock_err wasock_udp_finish_bind(wasock_udp *u);
 
@@ -441,7 +442,8 @@ WASOCK_API bool wasock_udp_send_ready(wasock_udp *u);
  * POLLIN (receive_ready may have changed) and POLLOUT (send_ready). */
 WASOCK_API int wasock_udp_fd(wasock_udp *u);
 
-/* 0.3 shape. bind = start_bind + finish_bind. connect binds an unbound
+/* 0.3 shape. bind = start_bind + finish_bind, waiting for a permission
+ * prompt if there is one. connect binds an unbound
  * socket implicitly and (re)associates; disconnect dissociates
  * (INVALID_STATE when not connected). */
 WASOCK_API wasock_err wasock_udp_bind(wasock_udp *u, const wasock_addr *local);
