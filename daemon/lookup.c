@@ -39,6 +39,9 @@ typedef struct lookup_req {
     /* What allowed the lookup ("rule:<id>", "default", ...): kept with
      * every binding of its answers. */
     char decided_by[HOSTBIND_RULE_MAX + 1];
+    /* The lookup waits for a permission decision (a prompt, a delayed
+     * refusal); the resolver starts once it allows. */
+    authz_pending *authz;
 } lookup_req;
 
 static void lookup_destroy(resource *r);
@@ -308,6 +311,10 @@ static void on_resolved(uv_getaddrinfo_t *gai, int status, struct addrinfo *res)
 static void lookup_destroy(resource *r) {
     lookup_req *l = (lookup_req *)r;
 
+    if (l->authz != NULL) {
+        authz_cancel(l->authz); /* a prompt nobody waits for is withdrawn */
+        l->authz = NULL;
+    }
     if (l->in_flight) {
         l->destroyed = true;
         uv_cancel((uv_req_t *)&l->gai);
@@ -318,17 +325,13 @@ static void lookup_destroy(resource *r) {
 
 /* --- requests ------------------------------------------------------------------ */
 
-/* Adds a new lookup to the session's table and replies with its handle.
- * Returns it, or NULL after replying with the error. */
-static lookup_req *lookup_new(session *s, const proto_msg *req, const char *name) {
-    lookup_req *l = calloc(1, sizeof(*l));
+/* Adds l (allocated, not yet in the table) to the session's table and
+ * replies with its handle. Takes l: returns it, or NULL after freeing it
+ * and replying with the error. */
+static lookup_req *lookup_add(session *s, const proto_msg *req, lookup_req *l, const char *name) {
     proto_msg reply;
     int r;
 
-    if (l == NULL) {
-        session_reply_error(s, req, PROTO_E_OUT_OF_MEMORY, "out of memory");
-        return NULL;
-    }
     snprintf(l->name, sizeof(l->name), "%s", name);
     r = session_add_resource(s, &l->res, &lookup_ops);
     if (r < 0) {
@@ -343,15 +346,92 @@ static lookup_req *lookup_new(session *s, const proto_msg *req, const char *name
     return l;
 }
 
+/* A new lookup in the table (lookup_add), or NULL after replying. */
+static lookup_req *lookup_new(session *s, const proto_msg *req, const char *name) {
+    lookup_req *l = calloc(1, sizeof(*l));
+
+    if (l == NULL) {
+        session_reply_error(s, req, PROTO_E_OUT_OF_MEMORY, "out of memory");
+        return NULL;
+    }
+    return lookup_add(s, req, l, name);
+}
+
+/* Hands l's name to the resolver on the thread pool. Returns 0 or a
+ * negative libuv error (nothing started). */
+static int lookup_start_resolver(lookup_req *l, struct tenant_dns *dns) {
+    session *s = l->res.sess;
+    struct addrinfo hints;
+    int r;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    /* One entry per address rather than one per socket type. */
+    hints.ai_socktype = SOCK_STREAM;
+    l->dns = dns;
+    l->gai.data = l;
+    r = uv_getaddrinfo(session_loop(s), &l->gai, on_resolved, l->name, NULL, &hints);
+    if (r < 0) {
+        return r;
+    }
+    l->in_flight = true;
+    lookups_in_flight++;
+    dns->in_flight++;
+    session_usage(s)->pending_ops++;
+    session_hold(s); /* the callback may run after the session closed */
+    return 0;
+}
+
+/* True when the daemon or the tenant has as many lookups in flight as it
+ * allows (the tenant's pending_ops included). */
+static bool lookups_at_limit(session *s, const struct tenant_dns *dns) {
+    policy_limits limits =
+        policy_tenant_limits(server_policy(session_server(s)), session_tenant(s));
+
+    return dns->in_flight >= LOOKUP_MAX_IN_FLIGHT_PER_TENANT ||
+           lookups_in_flight >= LOOKUP_MAX_IN_FLIGHT ||
+           (limits.pending_ops != 0 && session_usage(s)->pending_ops >= limits.pending_ops);
+}
+
+/* The decision on a lookup that had to wait (a prompt, a delayed refusal):
+ * a refusal or a failure to start ends the lookup with EV_RESOLVE_DONE, as
+ * the resolver's own failures do. Not called once the lookup is dropped. */
+static void on_lookup_decided(void *cookie, proto_err result) {
+    lookup_req *l = cookie;
+    session *s = l->res.sess;
+    struct tenant_dns *dns;
+    int r;
+
+    l->authz = NULL;
+    session_hold(s);
+    if (result == PROTO_OK && names_is_reserved_invalid(l->name)) {
+        result = PROTO_E_NAME_UNRESOLVABLE;
+    }
+    if (result == PROTO_OK) {
+        dns = tenant_dns_of(s);
+        if (dns == NULL) {
+            result = PROTO_E_OUT_OF_MEMORY;
+        } else if (lookups_at_limit(s, dns)) {
+            result = PROTO_E_TEMPORARY_RESOLVER_FAILURE;
+        } else if ((r = lookup_start_resolver(l, dns)) < 0) {
+            result = lookup_error(r);
+        }
+    }
+    if (result != PROTO_OK) {
+        send_done(s, l->res.handle, result);
+    }
+    session_flush(s);
+    session_release(s);
+}
+
 static void handle_resolve(session *s, const proto_msg *req) {
     const char *tenant = session_tenant(s);
-    const policy *p = server_policy(session_server(s));
-    policy_limits limits = policy_tenant_limits(p, tenant);
     char name[NAMES_MAX + 1];
     proto_addr literal;
     struct tenant_dns *dns;
     lookup_req *l;
     authz_query q;
+    authz_pending *pending = NULL;
     policy_verdict decided;
     proto_err verdict;
     int kind, r;
@@ -382,7 +462,22 @@ static void handle_resolve(session *s, const proto_msg *req) {
     q.host = name;
     q.handle = 0;
     q.verdict = &decided;
-    verdict = authz_decide(s, &q);
+    /* Allocated first: a decision that waits needs the lookup to exist. */
+    l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        session_reply_error(s, req, PROTO_E_OUT_OF_MEMORY, "out of memory");
+        return;
+    }
+    if (authz_begin(s, &q, on_lookup_decided, l, &verdict, &pending) == AUTHZ_PENDING) {
+        l->authz = pending;
+        snprintf(l->decided_by, sizeof(l->decided_by), "%s", decided.decided_by);
+        if (lookup_add(s, req, l, name) == NULL) {
+            /* Freed by lookup_add; it was never in the table. */
+            authz_cancel(pending);
+        }
+        return;
+    }
+    free(l);
     if (verdict != PROTO_OK) {
         session_reply_error(s, req, verdict, "the policy refuses to look this name up");
         return;
@@ -399,9 +494,7 @@ static void handle_resolve(session *s, const proto_msg *req) {
         session_reply_error(s, req, PROTO_E_OUT_OF_MEMORY, "out of memory");
         return;
     }
-    if (dns->in_flight >= LOOKUP_MAX_IN_FLIGHT_PER_TENANT ||
-        lookups_in_flight >= LOOKUP_MAX_IN_FLIGHT ||
-        (limits.pending_ops != 0 && session_usage(s)->pending_ops >= limits.pending_ops)) {
+    if (lookups_at_limit(s, dns)) {
         log_write_ratelimited(&lookup_log, LOG_LEVEL_INFO,
                               "session %llu tenant %s: too many lookups in flight; refusing %s",
                               (unsigned long long)session_id(s), tenant, name);
@@ -415,23 +508,10 @@ static void handle_resolve(session *s, const proto_msg *req) {
         return;
     }
     snprintf(l->decided_by, sizeof(l->decided_by), "%s", decided.decided_by);
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    /* One entry per address rather than one per socket type. */
-    hints.ai_socktype = SOCK_STREAM;
-    l->dns = dns;
-    l->gai.data = l;
-    r = uv_getaddrinfo(session_loop(s), &l->gai, on_resolved, l->name, NULL, &hints);
+    r = lookup_start_resolver(l, dns);
     if (r < 0) {
         send_done(s, l->res.handle, lookup_error(r));
-        return;
     }
-    l->in_flight = true;
-    lookups_in_flight++;
-    dns->in_flight++;
-    session_usage(s)->pending_ops++;
-    session_hold(s); /* the callback may run after the session closed */
 }
 
 static void handle_resolve_drop(session *s, const proto_msg *req) {

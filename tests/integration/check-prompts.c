@@ -100,6 +100,10 @@ static const char prompt_policy_fmt[] =
     "        ops: [ udp.bind ]\n"
     "        local: [ \"@loopback\" ]\n"
     "        action: prompt\n"
+    "      - id: server-lookup\n"
+    "        ops: [ lookup ]\n"
+    "        host: localhost\n"
+    "        action: prompt\n"
     "  tarpit:\n"
     "    match: { uids: [ %u ] }\n"
     "    rules:\n"
@@ -848,6 +852,63 @@ START_TEST(test_udp_bind_prompt) {
 }
 END_TEST
 
+/* Pumps c until r is ready (bounded). */
+static void wait_lookup_ready(wasock_client *c, wasock_resolve *r) {
+    for (int64_t end = itest_now_ms() + ITEST_WAIT_MS; !wasock_resolve_ready(r);) {
+        ck_assert_msg(itest_now_ms() < end, "the lookup did not become ready");
+        ITEST_EXPECT(wasock_client_wait(c, 100), WASOCK_OK);
+    }
+}
+
+/* A lookup waits for its prompt: not ready and would-block until the
+ * answer; allowed, it resolves; refused, the stream reports the refusal;
+ * dropped, the prompt is withdrawn; the 0.3 list call waits. */
+START_TEST(test_lookup_prompt) {
+    itest_ctl agent;
+    itest_agent_open(&pd, "tester", &agent);
+    wasock_client *c = itest_client_open(&pd, 2, "server");
+    char line[ITEST_CTL_LINE_MAX + 1], value[64], want[64];
+    wasock_resolve *r = NULL;
+    wasock_ip ip, ips[8];
+    bool done = false;
+    size_t n = 0;
+
+    ITEST_EXPECT(wasock_resolve_addresses(c, "localhost", &r), WASOCK_OK);
+    uint64_t id = expect_prompt(&agent, line, sizeof line);
+    ck_assert(itest_kv(line, "op", value, sizeof value));
+    ck_assert_str_eq(value, "lookup");
+    ck_assert(!wasock_resolve_ready(r));
+    ITEST_EXPECT(wasock_resolve_next_address(r, &ip, &done), WASOCK_E_WOULD_BLOCK);
+    itest_agent_answer(&agent, id, "allow");
+    wait_lookup_ready(c, r);
+    ITEST_EXPECT(wasock_resolve_next_address(r, &ip, &done), WASOCK_OK);
+    ck_assert(!done);
+    wasock_resolve_drop(r);
+
+    ITEST_EXPECT(wasock_resolve_addresses(c, "localhost", &r), WASOCK_OK);
+    itest_agent_answer(&agent, expect_prompt(&agent, NULL, 0), "deny");
+    wait_lookup_ready(c, r);
+    ITEST_EXPECT(wasock_resolve_next_address(r, &ip, &done), WASOCK_E_ACCESS_DENIED);
+    wasock_resolve_drop(r);
+
+    ITEST_EXPECT(wasock_resolve_addresses(c, "localhost", &r), WASOCK_OK);
+    id = expect_prompt(&agent, NULL, 0);
+    wasock_resolve_drop(r);
+    snprintf(want, sizeof want, "withdraw %llu dropped", (unsigned long long)id);
+    ck_assert(itest_agent_wait_line(&agent, want, NULL, 0, ITEST_WAIT_MS));
+    wasock_client_close(c);
+
+    c = itest_client_open(&pd, 3, "server");
+    answerer a;
+    answerer_start(&a, &agent, "allow");
+    ITEST_EXPECT(wasock_resolve_addresses_list(c, "localhost", ips, 8, &n), WASOCK_OK);
+    answerer_join(&a);
+    ck_assert_uint_gt(n, 0);
+    wasock_client_close(c);
+    itest_ctl_close(&agent);
+}
+END_TEST
+
 /* A listener of the "server" tenant whose bind and listen were allowed. */
 static wasock_tcp *prompted_listener(wasock_client *c, itest_ctl *agent, uint16_t *port) {
     wasock_tcp *s = itest_socket(c, WASOCK_IPV4);
@@ -933,6 +994,7 @@ static Suite *prompts_suite(void) {
         {"delay", test_delayed_refusal, 1},
         {"bind-listen", test_bind_and_listen_prompts, 1},
         {"udp-bind", test_udp_bind_prompt, 1},
+        {"lookup", test_lookup_prompt, 1},
         {"accept", test_accept_prompt_holds_the_connection, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -485,10 +485,11 @@ typedef struct wasock_resolve wasock_resolve;
  * flight. *out is the caller's until wasock_resolve_drop. */
 WASOCK_API wasock_err wasock_resolve_addresses(wasock_client *c, const char *name,
                                                wasock_resolve **out);
-/* WOULD_BLOCK while the lookup runs; then OK with *done false and one
- * address per call, then OK with *done true (out untouched); or the
- * lookup's error (NAME_UNRESOLVABLE, TEMPORARY_RESOLVER_FAILURE,
- * PERMANENT_RESOLVER_FAILURE), on every call. Never an empty success:
+/* WOULD_BLOCK while the lookup runs (or waits for a permission prompt);
+ * then OK with *done false and one address per call, then OK with *done
+ * true (out untouched); or the lookup's error (NAME_UNRESOLVABLE,
+ * TEMPORARY_RESOLVER_FAILURE, PERMANENT_RESOLVER_FAILURE, or the policy's
+ * refusal when it came after a prompt or a delay), on every call. Never an empty success:
  * a finished lookup has at least one address or an error. */
 WASOCK_API wasock_err wasock_resolve_next_address(wasock_resolve *r, wasock_ip *out, bool *done);
 /* The stream's pollable: the lookup has finished. */
