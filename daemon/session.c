@@ -394,6 +394,16 @@ void session_send_event(session *s, const proto_msg *ev) {
     session_send(s, ev, NULL);
 }
 
+void session_send_ready(session *s, uint32_t handle, bool ready) {
+    proto_msg ev;
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PROTO_EV_READY;
+    ev.handle = handle;
+    ev.ready = ready;
+    session_send(s, &ev, NULL);
+}
+
 /* Builds the SCM_RIGHTS control message for one queued frame. */
 static void attach_fds(struct msghdr *msg, void *cbuf, size_t cbuf_len, const queued_fds *q) {
     struct cmsghdr *cm;

@@ -94,6 +94,10 @@ void session_reply_error(session *s, const proto_msg *req, proto_err err, const 
 /* Queues an event frame (id 0). */
 void session_send_event(session *s, const proto_msg *ev);
 
+/* Queues EV_READY for `handle`: its pollable is now `ready`. Callers send
+ * it only on a change of the readiness they track. */
+void session_send_ready(session *s, uint32_t handle, bool ready);
+
 /* Writes as much queued output as the socket takes now, instead of at the
  * end of the loop turn: for events that must reach the client before
  * something it sees on another descriptor (a stream error before EOF). */

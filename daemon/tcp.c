@@ -169,17 +169,11 @@ static void reply_invalid_state(session *s, const proto_msg *req, const tcp_sock
 
 /* Readiness is the WASI pollable: tell the client whenever it changes. */
 static void set_ready(tcp_sock *t, bool ready) {
-    proto_msg ev;
-
     if (t->ready == ready) {
         return;
     }
     t->ready = ready;
-    memset(&ev, 0, sizeof(ev));
-    ev.type = PROTO_EV_READY;
-    ev.handle = t->res.handle;
-    ev.ready = ready;
-    session_send_event(sess_of(t), &ev);
+    session_send_ready(sess_of(t), t->res.handle, ready);
 }
 
 static void pending_op_begin(tcp_sock *t) {

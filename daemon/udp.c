@@ -971,17 +971,11 @@ static proto_err do_bind(udp_sock *u, const proto_addr *addr) {
 /* Readiness is the WASI pollable; a UDP socket is not ready only while its
  * bind waits for a permission decision. Tells the client of a change. */
 static void set_ready(udp_sock *u, bool ready) {
-    proto_msg ev;
-
     if (u->not_ready == !ready) {
         return;
     }
     u->not_ready = !ready;
-    memset(&ev, 0, sizeof(ev));
-    ev.type = PROTO_EV_READY;
-    ev.handle = u->res.handle;
-    ev.ready = ready;
-    session_send_event(sess_of(u), &ev);
+    session_send_ready(sess_of(u), u->res.handle, ready);
 }
 
 /* The decision on an explicit bind that had to wait: bind now (or keep the
