@@ -1601,7 +1601,8 @@ static void tcp_report_streams(const wasock_tcp *t, int *input_fd, int *output_f
 }
 
 /* Takes the stream descriptors EV_CONNECTED pushed for t, if any: returns
- * how many (0..2) were copied to fds. */
+ * how many (0..2) were copied to fds, which the caller owns from then on
+ * (t no longer does). */
 static unsigned tcp_take_pushed_streams(wasock_tcp *t, int *fds) {
     wasock_client *c = t->client;
     unsigned nfds;
