@@ -378,6 +378,28 @@ static void print_group(unsigned index, const bench_group *g) {
     }
 }
 
+/* The kernel's TCP congestion control ("?" when unknown): it changes the
+ * loopback figures a lot (bbr paces the direct baseline below what cubic
+ * reaches, which flatters relay ratios), so every report names it. */
+static const char *tcp_congestion_control(void) {
+    static char name[32];
+    FILE *f;
+
+    if (name[0] != '\0') {
+        return name;
+    }
+    snprintf(name, sizeof(name), "?");
+    f = fopen("/proc/sys/net/ipv4/tcp_congestion_control", "re");
+    if (f != NULL) {
+        if (fgets(name, sizeof(name), f) == NULL) {
+            snprintf(name, sizeof(name), "?");
+        }
+        name[strcspn(name, "\n")] = '\0';
+        fclose(f);
+    }
+    return name;
+}
+
 void bench_report_print(void) {
     struct utsname un;
     unsigned met = 0, missed = 0, unknown = 0, errors = 0;
@@ -385,9 +407,10 @@ void bench_report_print(void) {
     if (uname(&un) < 0) {
         memset(&un, 0, sizeof(un));
     }
-    printf("wasock-bench %s (%s): %s, %u repetitions, %ld CPUs, %s %s\n", WASOCK_VERSION,
-           header.quick ? "quick" : "full", header.wasockd, header.reps,
-           sysconf(_SC_NPROCESSORS_ONLN), un.sysname, un.release);
+    printf("wasock-bench %s (%s): %s, %u repetitions, %ld CPUs, %s %s, TCP congestion control "
+           "%s\n",
+           WASOCK_VERSION, header.quick ? "quick" : "full", header.wasockd, header.reps,
+           sysconf(_SC_NPROCESSORS_ONLN), un.sysname, un.release, tcp_congestion_control());
     printf("Figures: median, min and max over the repetitions. Ratios (=>) compare the\n"
            "medians of two series measured in this run; targets from the performance issue.\n");
     printf("   %-*s %12s %12s %12s\n", REPORT_LABEL_WIDTH, "", "median", "min", "max");
@@ -510,6 +533,8 @@ int bench_report_write_json(const char *path) {
     fprintf(f, ",\n  \"mode\": \"%s\",\n  \"repetitions\": %u,\n  \"cpus\": %ld,\n  \"wasockd\": ",
             header.quick ? "quick" : "full", header.reps, sysconf(_SC_NPROCESSORS_ONLN));
     json_string(f, header.wasockd != NULL ? header.wasockd : "");
+    fputs(",\n  \"tcp_congestion_control\": ", f);
+    json_string(f, tcp_congestion_control());
     fputs(",\n  \"groups\": [", f);
     for (unsigned i = 0; i < ngroups; i++) {
         const bench_group *g = &groups[i];
