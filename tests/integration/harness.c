@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1064,12 +1065,39 @@ void itest_conn_close(itest_conn *conn) {
 
 /* ---------------------------------------------------------------- streams */
 
+/* write(2) that reports EPIPE instead of raising SIGPIPE. The test
+ * processes keep SIGPIPE at its default action (check-session relies on it
+ * to show libwasock never raises it), yet the daemon may close a
+ * connection or pipe the test is still writing to: a socket gets
+ * MSG_NOSIGNAL; for a pipe the signal is blocked around the write and a
+ * SIGPIPE it raised is consumed. */
+static ssize_t write_without_sigpipe(int fd, const void *buf, size_t len) {
+    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+    if (n >= 0 || errno != ENOTSOCK) {
+        return n;
+    }
+    sigset_t pipe_only, old;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    n = write(fd, buf, len);
+    int err = errno;
+    if (n < 0 && err == EPIPE && !sigismember(&old, SIGPIPE)) {
+        const struct timespec now = {0, 0};
+        while (sigtimedwait(&pipe_only, NULL, &now) == SIGPIPE) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = err;
+    return n;
+}
+
 int itest_write_all(int fd, const void *buf, size_t len, int timeout_ms) {
     int64_t deadline = itest_now_ms() + timeout_ms;
     const uint8_t *p = buf;
     size_t done = 0;
     while (done < len) {
-        ssize_t n = write(fd, p + done, len - done);
+        ssize_t n = write_without_sigpipe(fd, p + done, len - done);
         if (n > 0) {
             done += (size_t)n;
             continue;
@@ -1169,7 +1197,7 @@ static int transfer_write(itest_flow *fl, const uint8_t *pattern) {
     if (want > ITEST_IO_CHUNK) {
         want = ITEST_IO_CHUNK;
     }
-    ssize_t n = write(fl->write_fd, pattern + fl->written, want);
+    ssize_t n = write_without_sigpipe(fl->write_fd, pattern + fl->written, want);
     if (n > 0) {
         fl->written += (size_t)n;
         return 0;

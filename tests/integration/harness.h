@@ -280,7 +280,8 @@ void itest_conn_close(itest_conn *conn);
 /* ---------------------------------------------------------------- streams */
 
 /* Writes all len bytes to the non-blocking fd within timeout_ms. Returns 0
- * or -errno (-ETIMEDOUT, -EPIPE, -EBADF, ...). */
+ * or -errno (-ETIMEDOUT, -EPIPE, -EBADF, ...); a reader that is gone is
+ * -EPIPE, never SIGPIPE (the daemon may close first). */
 int itest_write_all(int fd, const void *buf, size_t len, int timeout_ms);
 
 /* Reads up to len bytes, stopping early only at EOF, within timeout_ms.
