@@ -390,6 +390,10 @@ void session_reply_error(session *s, const proto_msg *req, proto_err err, const 
     session_send(s, &reply, NULL);
 }
 
+void session_reply_invalid_state(session *s, const proto_msg *req, const char *state) {
+    session_reply_error(s, req, PROTO_E_INVALID_STATE, "not allowed while %s", state);
+}
+
 void session_send_event(session *s, const proto_msg *ev) {
     session_send(s, ev, NULL);
 }

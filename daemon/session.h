@@ -91,6 +91,10 @@ void session_reply_ok(session *s, const proto_msg *req);
 void session_reply_error(session *s, const proto_msg *req, proto_err err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Queues the invalid-state error reply to `req`, naming the resource's
+ * current state (the same wording for every kind of resource). */
+void session_reply_invalid_state(session *s, const proto_msg *req, const char *state);
+
 /* Queues an event frame (id 0). */
 void session_send_event(session *s, const proto_msg *ev);
 

@@ -163,8 +163,7 @@ static const char *state_name(tcp_state st) {
 }
 
 static void reply_invalid_state(session *s, const proto_msg *req, const tcp_sock *t) {
-    session_reply_error(s, req, PROTO_E_INVALID_STATE, "not allowed while %s",
-                        state_name(t->state));
+    session_reply_invalid_state(s, req, state_name(t->state));
 }
 
 /* Readiness is the WASI pollable: tell the client whenever it changes. */

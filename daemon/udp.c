@@ -144,8 +144,7 @@ static const char *state_name(udp_state st) {
 }
 
 static void reply_invalid_state(session *s, const proto_msg *req, const udp_sock *u) {
-    session_reply_error(s, req, PROTO_E_INVALID_STATE, "not allowed while %s",
-                        state_name(u->state));
+    session_reply_invalid_state(s, req, state_name(u->state));
 }
 
 static bool is_bound(const udp_sock *u) {
