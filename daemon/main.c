@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "busypoll.h"
 #include "control.h"
 #include "log.h"
 #include "lookup.h"
@@ -40,6 +41,7 @@ typedef struct options {
     bool no_control_socket;   /* --no-control-socket */
     const char *logs_dir;
     unsigned max_sessions_per_uid; /* --max-sessions-per-uid; 0: the default */
+    unsigned busy_poll_us;         /* --busy-poll */
     log_level level;
 } options;
 
@@ -78,6 +80,11 @@ static void print_usage(FILE *out) {
             "      --max-sessions-per-uid N\n"
             "                           sessions one uid may hold at once (default %d,\n"
             "                           at most %d)\n"
+            "      --busy-poll USEC     after a burst of events, keep looking for more for\n"
+            "                           USEC microseconds before sleeping (default %u,\n"
+            "                           at most %u, 0: sleep at once); saves a costly\n"
+            "                           wake-up per request on virtual machines, costs\n"
+            "                           processor time only while clients are busy\n"
             "  -l, --log-level LEVEL    error, warn, info (default) or debug\n"
             "  -V, --version            print the version and exit\n"
             "  -h, --help               print this help and exit\n"
@@ -88,11 +95,12 @@ static void print_usage(FILE *out) {
             "systemd: Type=notify readiness via $NOTIFY_SOCKET; socket activation via\n"
             "$LISTEN_FDS (the activated socket replaces --socket).\n",
             WASOCK_DEFAULT_SOCKET, CONTROL_SOCKET_NAME, DEFAULT_LOGS_DIR,
-            SERVER_MAX_SESSIONS_PER_UID, SERVER_MAX_SESSIONS);
+            SERVER_MAX_SESSIONS_PER_UID, SERVER_MAX_SESSIONS, BUSYPOLL_DEFAULT_US, BUSYPOLL_MAX_US);
 }
 
-/* getopt code of the long-only option --max-sessions-per-uid. */
+/* getopt codes of the long-only options. */
 #define OPT_MAX_SESSIONS_PER_UID 0x100
+#define OPT_BUSY_POLL            0x101
 
 /* A session cap: a decimal number in [1, SERVER_MAX_SESSIONS]. 0 or -EINVAL. */
 static int parse_session_cap(const char *text, unsigned *out) {
@@ -103,6 +111,21 @@ static int parse_session_cap(const char *text, unsigned *out) {
     v = strtoul(text, &end, 10);
     if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v == 0 ||
         v > SERVER_MAX_SESSIONS) {
+        return -EINVAL;
+    }
+    *out = (unsigned)v;
+    return 0;
+}
+
+/* A busy-poll time: a decimal number of microseconds in [0, BUSYPOLL_MAX_US].
+ * 0 or -EINVAL. */
+static int parse_busy_poll(const char *text, unsigned *out) {
+    char *end;
+    unsigned long v;
+
+    errno = 0;
+    v = strtoul(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v > BUSYPOLL_MAX_US) {
         return -EINVAL;
     }
     *out = (unsigned)v;
@@ -121,6 +144,7 @@ static int parse_options(int argc, char **argv, options *o, int *exit_code) {
         {"logs-dir", required_argument, NULL, 'L'},
         {"log-level", required_argument, NULL, 'l'},
         {"max-sessions-per-uid", required_argument, NULL, OPT_MAX_SESSIONS_PER_UID},
+        {"busy-poll", required_argument, NULL, OPT_BUSY_POLL},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -133,6 +157,7 @@ static int parse_options(int argc, char **argv, options *o, int *exit_code) {
     o->socket_path =
         env_socket != NULL && env_socket[0] != '\0' ? env_socket : WASOCK_DEFAULT_SOCKET;
     o->level = LOG_LEVEL_INFO;
+    o->busy_poll_us = BUSYPOLL_DEFAULT_US;
     /* systemd may list several directories, separated by ':'; ours is the
      * only one the unit names. */
     o->logs_dir = env_logs != NULL && env_logs[0] != '\0' && strchr(env_logs, ':') == NULL
@@ -162,6 +187,14 @@ static int parse_options(int argc, char **argv, options *o, int *exit_code) {
             if (parse_session_cap(optarg, &o->max_sessions_per_uid) < 0) {
                 fprintf(stderr, "wasockd: --max-sessions-per-uid takes a number from 1 to %d\n",
                         SERVER_MAX_SESSIONS);
+                *exit_code = 2;
+                return 1;
+            }
+            break;
+        case OPT_BUSY_POLL:
+            if (parse_busy_poll(optarg, &o->busy_poll_us) < 0) {
+                fprintf(stderr, "wasockd: --busy-poll takes microseconds from 0 to %u\n",
+                        BUSYPOLL_MAX_US);
                 *exit_code = 2;
                 return 1;
             }
@@ -486,7 +519,7 @@ int main(int argc, char **argv) {
     }
     notify("READY=1\nSTATUS=serving");
 
-    uv_run(&loop, UV_RUN_DEFAULT);
+    busypoll_run(&loop, d.opts.busy_poll_us);
     /* Every relay is gone once the loop has nothing left to do. */
     relay_watch_stop();
     uv_run(&loop, UV_RUN_NOWAIT);

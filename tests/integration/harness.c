@@ -285,6 +285,11 @@ static void exec_daemon(const char *wasockd, const itest_daemon *d, int log_fd, 
         argv[argc++] = "--log-level";
         argv[argc++] = level;
     }
+    const char *busy_poll = getenv("ITEST_DAEMON_BUSY_POLL");
+    if (busy_poll != NULL && busy_poll[0] != '\0') {
+        argv[argc++] = "--busy-poll";
+        argv[argc++] = busy_poll;
+    }
     argv[argc] = NULL;
     execv(wasockd, (char *const *)argv);
     dprintf(STDERR_FILENO, "exec %s: %s\n", wasockd, strerror(errno));

@@ -56,7 +56,8 @@ typedef struct itest_daemon {
  * the kernel if the test process dies (PR_SET_PDEATHSIG), and stopped by an
  * atexit handler if the test fails before itest_daemon_stop. Asserts on
  * failure (printing the daemon's log). $ITEST_DAEMON_LOG_LEVEL, when set,
- * is passed as --log-level (a test that checks debug lines sets it). */
+ * is passed as --log-level (a test that checks debug lines sets it), and
+ * $ITEST_DAEMON_BUSY_POLL as --busy-poll (meson runs some tests with 0). */
 void itest_daemon_start(itest_daemon *d, const char *policy_yaml);
 
 /* Starts $WASOCKD as a service manager would with socket activation: the
