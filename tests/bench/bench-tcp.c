@@ -1,7 +1,8 @@
 /* bench-tcp.c — wasock-bench rows for TCP through the daemon: connect and
  * accept rates, bulk throughput through the splice relay (against direct
- * loopback TCP and against socat relaying the same transfer), and small
- * request/response exchanges through a relayed connection.
+ * loopback TCP, against socat relaying the same transfer, and against a
+ * minimal splice relay in this process), and small request/response
+ * exchanges through a relayed connection.
  *
  * Peers are plain sockets on 127.0.0.1 served by threads of this process;
  * socat, when present, is started per transfer and bound to 127.0.0.1.
@@ -56,6 +57,10 @@
 /* Longest a bulk transfer may take before it counts as an error: at
  * 20 MB/s, far below any working path, 256 MiB takes 13 s. */
 #define TCP_BULK_TIMEOUT_MS 30000
+
+/* Capacity of each pipe of the reference splice relay: the largest the
+ * daemon gives a bulk connection (its download pipe). */
+#define TCP_SPLICE_PIPE_BYTES (1024 * 1024)
 
 /* Bytes of each request and response of the small-exchange row. */
 #define TCP_EXCHANGE_BYTES 64
@@ -467,7 +472,132 @@ out:
 /* ------------------------------------------------------------------ connection pairs */
 
 /* How the client side reaches the peer. */
-typedef enum path_kind { PATH_DIRECT, PATH_WASOCKD, PATH_SOCAT } path_kind;
+typedef enum path_kind { PATH_DIRECT, PATH_WASOCKD, PATH_SOCAT, PATH_SPLICE } path_kind;
+
+static const char *path_name(path_kind k) {
+    switch (k) {
+    case PATH_WASOCKD:
+        return "wasockd";
+    case PATH_SOCAT:
+        return "socat";
+    case PATH_SPLICE:
+        return "splice relay";
+    default:
+        return "direct";
+    }
+}
+
+/* ------------------------------------------------------------------ reference splice relay */
+
+/* What a splice relay reaches on this machine, as a reference for the
+ * daemon's: the textbook shape, TCP -> pipe -> TCP with blocking splice(2)
+ * calls, one thread per direction, no policy and no event loop. */
+
+/* One direction: from -> pipe -> to; passes the end on with shutdown. */
+typedef struct splice_direction {
+    int from, to; /* borrowed from the splice_relay */
+    pthread_t thread;
+    bool started;
+} splice_direction;
+
+typedef struct splice_relay {
+    int client_side, peer_side; /* the relay's two sockets, owned; -1 when none */
+    splice_direction up, down;
+} splice_relay;
+
+static void *splice_direction_thread(void *arg) {
+    splice_direction *d = arg;
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) == 0) {
+        (void)fcntl(pipe_fds[1], F_SETPIPE_SZ, TCP_SPLICE_PIPE_BYTES);
+        for (bool open = true; open;) {
+            ssize_t n =
+                splice(d->from, NULL, pipe_fds[1], NULL, TCP_SPLICE_PIPE_BYTES, SPLICE_F_MOVE);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            open = n > 0;
+            while (open && n > 0) {
+                ssize_t m = splice(pipe_fds[0], NULL, d->to, NULL, (size_t)n, SPLICE_F_MOVE);
+                if (m > 0) {
+                    n -= m;
+                } else if (m == 0 || errno != EINTR) {
+                    open = false;
+                }
+            }
+        }
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+    }
+    shutdown(d->to, SHUT_WR);
+    return NULL;
+}
+
+/* Ends both directions (shutdown wakes blocked splices), waits for them and
+ * closes the relay's sockets. */
+static void splice_relay_stop(splice_relay *r) {
+    if (r->client_side >= 0) {
+        shutdown(r->client_side, SHUT_RDWR);
+    }
+    if (r->peer_side >= 0) {
+        shutdown(r->peer_side, SHUT_RDWR);
+    }
+    if (r->up.started) {
+        pthread_join(r->up.thread, NULL);
+    }
+    if (r->down.started) {
+        pthread_join(r->down.thread, NULL);
+    }
+    if (r->client_side >= 0) {
+        close(r->client_side);
+    }
+    if (r->peer_side >= 0) {
+        close(r->peer_side);
+    }
+    memset(r, 0, sizeof(*r));
+    r->client_side = r->peer_side = -1;
+}
+
+static int accept_peer(int listen_fd);
+
+/* Connects a client socket through a new reference relay to the plain
+ * listener at `port`: the client's socket, or a negative errno with
+ * nothing left open. r is stopped with splice_relay_stop. */
+static int splice_relay_start(splice_relay *r, uint16_t port) {
+    uint16_t relay_port;
+    int client, err;
+    int listen_fd = bench_listen_loopback(&relay_port, 1);
+
+    memset(r, 0, sizeof(*r));
+    r->client_side = r->peer_side = -1;
+    if (listen_fd < 0) {
+        return listen_fd;
+    }
+    client = bench_connect_loopback(relay_port); /* completes in the backlog */
+    err = client < 0 ? client : accept_peer(listen_fd);
+    close(listen_fd);
+    if (err >= 0) {
+        r->client_side = err;
+        err = bench_connect_loopback(port);
+    }
+    if (err >= 0) {
+        r->peer_side = err;
+        r->up = (splice_direction){.from = r->client_side, .to = r->peer_side};
+        r->down = (splice_direction){.from = r->peer_side, .to = r->client_side};
+        r->up.started = pthread_create(&r->up.thread, NULL, splice_direction_thread, &r->up) == 0;
+        r->down.started =
+            pthread_create(&r->down.thread, NULL, splice_direction_thread, &r->down) == 0;
+        err = r->up.started && r->down.started ? 0 : -EAGAIN;
+    }
+    if (err < 0) {
+        splice_relay_stop(r);
+        if (client >= 0) {
+            close(client);
+        }
+        return err;
+    }
+    return client;
+}
 
 /* One connection as the bulk and exchange rows use it: the client side's
  * two descriptors (the same socket for direct and socat, the relay's pipes
@@ -478,6 +608,8 @@ typedef struct path_conn {
     wasock_tcp *tcp;           /* wasockd: owns client_in/out; else NULL */
     int peer;                  /* the peer's blocking accepted socket, ours */
     pid_t socat;               /* socat's pid, 0 if none */
+    splice_relay splice;       /* the reference relay's, for PATH_SPLICE */
+    bool splice_running;
 } path_conn;
 
 /* A free loopback port for socat to listen on (bound and released). */
@@ -540,6 +672,10 @@ static void path_close(path_conn *p) {
     }
     if (p->socat > 0) {
         socat_reap(p->socat);
+    }
+    if (p->splice_running) {
+        splice_relay_stop(&p->splice);
+        p->splice_running = false;
     }
     p->tcp = NULL;
     p->client_socket = p->peer = -1;
@@ -612,12 +748,14 @@ static int path_open(path_kind k, wasock_client *c, int listen_fd, uint16_t port
             if (r == 0) {
                 r = connect_when_listening(target, p->socat);
             }
+        } else if (k == PATH_SPLICE) {
+            r = splice_relay_start(&p->splice, port);
+            p->splice_running = r >= 0;
         } else {
             r = bench_connect_loopback(target);
         }
         if (r < 0) {
-            snprintf(why, why_len, "%s connect: %s", k == PATH_SOCAT ? "socat" : "direct",
-                     strerror(-r));
+            snprintf(why, why_len, "%s connect: %s", path_name(k), strerror(-r));
             path_close(p);
             return r;
         }
@@ -762,11 +900,7 @@ static bool bulk_sample(bench_group *g, bench_series *s, path_kind k, wasock_cli
     double mbps = bulk_transfer(&p, BENCH_PICK(TCP_BULK_BYTES_FULL, TCP_BULK_BYTES_QUICK), upload);
     path_close(&p);
     if (mbps < 0) {
-        bench_group_error(g, "%s transfer: %s",
-                          k == PATH_WASOCKD ? "wasockd"
-                          : k == PATH_SOCAT ? "socat"
-                                            : "direct",
-                          strerror((int)-mbps));
+        bench_group_error(g, "%s transfer: %s", path_name(k), strerror((int)-mbps));
         return false;
     }
     bench_series_sample(s, mbps);
@@ -796,14 +930,21 @@ void bench_row_bulk(bench_daemon *d) {
                          "per transfer, timed from the first byte to the last",
                          BENCH_PICK(TCP_BULK_BYTES_FULL, TCP_BULK_BYTES_QUICK) >> 20,
                          TCP_BULK_CHUNK / 1024);
+        bench_group_note(g, "splice: the textbook splice relay in this process (blocking "
+                            "splice calls, a thread per direction), what any splice relay "
+                            "reaches on this machine");
         bench_series *direct = bench_series_add(g, "direct", "loopback TCP");
         bench_series *relay = bench_series_add(g, "wasockd", "splice relay (pipes)");
         bench_series *socat = bench_series_add(g, "socat", "socat TCP-LISTEN -> TCP relay");
+        bench_series *splice = bench_series_add(g, "splice", "minimal TCP->pipe->TCP relay");
         bench_compare(g, relay, direct,
                       (bench_target){BENCH_TARGET_AT_LEAST, directions[i].direct_bound,
                                      directions[i].direct_text});
         bench_compare(g, relay, socat, (bench_target){BENCH_TARGET_AT_LEAST, 1.1, ">= 1.1x"});
         bench_compare(g, socat, direct, (bench_target){0});
+        /* What any splice relay reaches here, next to the daemon's. */
+        bench_compare(g, splice, direct, (bench_target){0});
+        bench_compare(g, relay, splice, (bench_target){0});
         if (bench_cfg.socat == NULL) {
             bench_series_skip(socat, "socat not found (install the Debian package socat)");
         }
@@ -820,7 +961,8 @@ void bench_row_bulk(bench_daemon *d) {
             if (!bulk_sample(g, direct, PATH_DIRECT, c, listen_fd, port, upload) ||
                 !bulk_sample(g, relay, PATH_WASOCKD, c, listen_fd, port, upload) ||
                 (bench_cfg.socat != NULL &&
-                 !bulk_sample(g, socat, PATH_SOCAT, c, listen_fd, port, upload))) {
+                 !bulk_sample(g, socat, PATH_SOCAT, c, listen_fd, port, upload)) ||
+                !bulk_sample(g, splice, PATH_SPLICE, c, listen_fd, port, upload)) {
                 break;
             }
         }
