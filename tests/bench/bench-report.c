@@ -340,8 +340,11 @@ static void print_comparison(const bench_group *g, const bench_comparison *c) {
     if (vd != VERDICT_NONE) {
         printf("   target %s: %s", c->target.text, verdict_name(vd));
         if (vd == VERDICT_MISSED) {
-            /* As a percentage: "1.00x off" hid a miss of 0.3%. */
-            printf(" (off by %.1f%%)", (miss - 1.0) * 100.0);
+            /* As a share of the target ("1.00x off" hid a miss of 0.3%):
+             * how far below a floor, or above a ceiling, the value is. */
+            double off = c->target.kind == BENCH_TARGET_AT_LEAST ? 1.0 - 1.0 / miss : miss - 1.0;
+            printf(" (%.1f%% %s)", off * 100.0,
+                   c->target.kind == BENCH_TARGET_AT_LEAST ? "short" : "over");
         }
     }
     printf("\n");
