@@ -102,30 +102,16 @@ static void print_usage(FILE *out) {
 #define OPT_MAX_SESSIONS_PER_UID 0x100
 #define OPT_BUSY_POLL            0x101
 
-/* A session cap: a decimal number in [1, SERVER_MAX_SESSIONS]. 0 or -EINVAL. */
-static int parse_session_cap(const char *text, unsigned *out) {
+/* A decimal number in [min, max] (no sign, nothing after it): 0 with *out
+ * set, or -EINVAL. Serves the numeric options. */
+static int parse_unsigned_in_range(const char *text, unsigned long min, unsigned long max,
+                                   unsigned *out) {
     char *end;
     unsigned long v;
 
     errno = 0;
     v = strtoul(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v == 0 ||
-        v > SERVER_MAX_SESSIONS) {
-        return -EINVAL;
-    }
-    *out = (unsigned)v;
-    return 0;
-}
-
-/* A busy-poll time: a decimal number of microseconds in [0, BUSYPOLL_MAX_US].
- * 0 or -EINVAL. */
-static int parse_busy_poll(const char *text, unsigned *out) {
-    char *end;
-    unsigned long v;
-
-    errno = 0;
-    v = strtoul(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v > BUSYPOLL_MAX_US) {
+    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max) {
         return -EINVAL;
     }
     *out = (unsigned)v;
@@ -184,7 +170,8 @@ static int parse_options(int argc, char **argv, options *o, int *exit_code) {
             o->logs_dir = optarg;
             break;
         case OPT_MAX_SESSIONS_PER_UID:
-            if (parse_session_cap(optarg, &o->max_sessions_per_uid) < 0) {
+            if (parse_unsigned_in_range(optarg, 1, SERVER_MAX_SESSIONS, &o->max_sessions_per_uid) <
+                0) {
                 fprintf(stderr, "wasockd: --max-sessions-per-uid takes a number from 1 to %d\n",
                         SERVER_MAX_SESSIONS);
                 *exit_code = 2;
@@ -192,7 +179,7 @@ static int parse_options(int argc, char **argv, options *o, int *exit_code) {
             }
             break;
         case OPT_BUSY_POLL:
-            if (parse_busy_poll(optarg, &o->busy_poll_us) < 0) {
+            if (parse_unsigned_in_range(optarg, 0, BUSYPOLL_MAX_US, &o->busy_poll_us) < 0) {
                 fprintf(stderr, "wasockd: --busy-poll takes microseconds from 0 to %u\n",
                         BUSYPOLL_MAX_US);
                 *exit_code = 2;
