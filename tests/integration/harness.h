@@ -353,7 +353,8 @@ bool itest_ctl_wait_closed(itest_ctl *c, int timeout_ms);
 /* Sends `command` on a new connection and collects the reply: the data
  * lines (newline-separated) into out, the final line into final (both may
  * be NULL). Returns true when the final line is "ok" or "ok ...", false
- * for "error: ..." (asserts that a final line came). */
+ * for "error: ..." (asserts that a final line came), also when the daemon
+ * refused the connection before the command could be written. */
 bool itest_ctl_command(const itest_daemon *d, const char *command, char *out, size_t out_len,
                        char *final, size_t final_len);
 
