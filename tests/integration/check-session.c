@@ -973,46 +973,6 @@ START_TEST(test_threads_share_one_client) {
 }
 END_TEST
 
-/* Runs $WASOCKD with `args` (NULL-terminated, after the program name) and
- * waits, bounded, for it to exit: its wait status, with the start of its
- * standard error in err. */
-static int run_wasockd_args(const char *const *args, char *err, size_t err_len) {
-    const char *wasockd = getenv("WASOCKD");
-    const char *argv[8];
-    size_t argc = 0;
-    int out[2], status = 0;
-
-    ck_assert_msg(wasockd != NULL, "WASOCKD is not set");
-    argv[argc++] = wasockd;
-    while (*args != NULL && argc < sizeof(argv) / sizeof(argv[0]) - 1) {
-        argv[argc++] = *args++;
-    }
-    argv[argc] = NULL;
-    ck_assert_int_eq(pipe2(out, O_CLOEXEC), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        dup2(out[1], STDERR_FILENO);
-        execv(wasockd, (char *const *)argv);
-        _exit(127);
-    }
-    close(out[1]);
-    int64_t deadline = itest_now_ms() + ITEST_WAIT_MS;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-        if (itest_now_ms() >= deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            break;
-        }
-        struct timespec pause = {.tv_sec = 0, .tv_nsec = 10 * 1000000L};
-        nanosleep(&pause, NULL);
-    }
-    ssize_t n = read(out[0], err, err_len - 1);
-    err[n > 0 ? n : 0] = '\0';
-    close(out[0]);
-    return status;
-}
-
 /* Numeric options out of range are usage errors (exit 2) that say the
  * range, before anything is opened. */
 START_TEST(test_option_ranges) {
@@ -1022,13 +982,14 @@ START_TEST(test_option_ranges) {
         {"--busy-poll", "50us", "--busy-poll takes microseconds from 0 to 1000"},
         {"--max-sessions-per-uid", "0", "--max-sessions-per-uid takes a number from 1 to"},
     };
+    const char *wasockd = getenv("WASOCKD");
+    ck_assert_msg(wasockd != NULL, "WASOCKD is not set");
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        const char *args[] = {bad[i][0], bad[i][1], NULL};
+        const char *argv[] = {wasockd, bad[i][0], bad[i][1], NULL};
         char err[512];
-        int status = run_wasockd_args(args, err, sizeof(err));
-        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 2,
-                      "%s %s: status 0x%x, want exit 2", bad[i][0], bad[i][1], (unsigned)status);
-        ck_assert_msg(strstr(err, bad[i][2]) != NULL, "%s %s: stderr \"%s\"", bad[i][0], bad[i][1],
+        int code = itest_run_tool(argv, NULL, err, sizeof(err), ITEST_WAIT_MS);
+        ck_assert_msg(code == 2, "%s %s: exit %d, want 2", bad[i][0], bad[i][1], code);
+        ck_assert_msg(strstr(err, bad[i][2]) != NULL, "%s %s: output \"%s\"", bad[i][0], bad[i][1],
                       err);
     }
 }
