@@ -66,6 +66,19 @@ typedef bool client_condition(wasock_client *c, const void *arg);
 wasock_err client_wait_until(wasock_client *c, client_condition *condition, const void *arg,
                              int timeout_ms);
 
+/* One finish step (finish-bind, finish-connect, ...) of a 0.3 convenience. */
+typedef wasock_err client_finish(void *arg);
+
+/* The second half of the 0.3 conveniences: waits until `ready` holds (the
+ * operation resolved, e.g. a prompt was answered), then runs finish; while
+ * that still says WOULD_BLOCK, waits for the next frame and starts over.
+ * Waiting for readiness rather than for a frame matters: the event may
+ * already have been dispatched together with an earlier reply. Each wait
+ * takes the reader role for one read at a time, so other threads' replies
+ * keep flowing. Returns finish's result, or DAEMON. Call without the lock. */
+wasock_err client_finish_when_ready(wasock_client *c, client_condition *ready, const void *arg,
+                                    client_finish *finish, void *finish_arg);
+
 /* --- handoff (handoff.c) ---------------------------------------------------
  * For a connection the policy handed off, the client holds the connected
  * socket and answers these itself on `fd` (borrowed), with the daemon's

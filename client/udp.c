@@ -210,24 +210,18 @@ static bool udp_is_ready(wasock_client *c, const void *arg) {
     return ((const wasock_udp *)arg)->ready;
 }
 
+static wasock_err udp_finish_bind_step(void *arg) {
+    return wasock_udp_finish_bind(arg);
+}
+
 wasock_err wasock_udp_bind(wasock_udp *u, const wasock_addr *local) {
     wasock_err err = wasock_udp_start_bind(u, local);
 
-    while (err == WASOCK_OK) {
-        /* In progress while a permission prompt waits: readiness turns true
-         * when it is answered. Waiting for readiness, not for the next
-         * frame: the event may have come with a reply already. */
-        err = client_wait_until(u->client, udp_is_ready, u, -1);
-        if (err != WASOCK_OK)
-            break;
-        err = wasock_udp_finish_bind(u);
-        if (err != WASOCK_E_WOULD_BLOCK)
-            break;
-        /* Ready but still in progress: wait for the next news instead of
-         * asking again at once. */
-        err = wasock_client_wait(u->client, -1);
-    }
-    return err;
+    /* In progress while a permission prompt waits: readiness turns true
+     * when it is answered. */
+    return err != WASOCK_OK
+               ? err
+               : client_finish_when_ready(u->client, udp_is_ready, u, udp_finish_bind_step, u);
 }
 
 wasock_err wasock_udp_stream(wasock_udp *u, const wasock_addr *remote) {

@@ -2092,35 +2092,23 @@ void wasock_tcp_drop(wasock_tcp *s) {
     free(s);
 }
 
-/* Waits until s's pollable is ready (or the client breaks). */
-static wasock_err tcp_wait_ready(wasock_tcp *s) {
-    wasock_client *c = s->client;
-    int r;
+/* One finish step of a TCP 0.3 convenience, as client_finish_when_ready
+ * calls it. */
+struct tcp_finish_step {
+    wasock_tcp *s;
+    uint8_t op;
+};
 
-    pthread_mutex_lock(&c->lock);
-    r = client_wait_locked(c, tcp_is_ready, s, -1);
-    pthread_mutex_unlock(&c->lock);
-    return r < 0 ? WASOCK_E_DAEMON : WASOCK_OK;
+static wasock_err tcp_finish_step_run(void *arg) {
+    const struct tcp_finish_step *f = arg;
+
+    return tcp_finish(f->s, f->op, NULL, NULL);
 }
 
-/* The second half of the 0.3 conveniences: waits for readiness and finishes
- * op. The reader role is taken only for one read at a time, so other
- * threads' replies keep flowing while this one waits for the network. */
 static wasock_err tcp_finish_when_ready(wasock_tcp *s, uint8_t op) {
-    for (;;) {
-        wasock_err err = tcp_wait_ready(s);
+    struct tcp_finish_step f = {.s = s, .op = op};
 
-        if (err != WASOCK_OK)
-            return err;
-        err = tcp_finish(s, op, NULL, NULL);
-        if (err != WASOCK_E_WOULD_BLOCK)
-            return err;
-        /* Ready but still in progress: wait for the next news from the
-         * daemon instead of asking again at once. */
-        err = wasock_client_wait(s->client, -1);
-        if (err != WASOCK_OK)
-            return err;
-    }
+    return client_finish_when_ready(s->client, tcp_is_ready, s, tcp_finish_step_run, &f);
 }
 
 wasock_err wasock_tcp_bind(wasock_tcp *s, const wasock_addr *local) {
@@ -2229,4 +2217,22 @@ wasock_err client_wait_until(wasock_client *c, client_condition *condition, cons
     if (r == -ETIMEDOUT)
         return WASOCK_E_TIMEOUT;
     return r < 0 ? WASOCK_E_DAEMON : WASOCK_OK;
+}
+
+wasock_err client_finish_when_ready(wasock_client *c, client_condition *ready, const void *arg,
+                                    client_finish *finish, void *finish_arg) {
+    for (;;) {
+        wasock_err err = client_wait_until(c, ready, arg, -1);
+
+        if (err != WASOCK_OK)
+            return err;
+        err = finish(finish_arg);
+        if (err != WASOCK_E_WOULD_BLOCK)
+            return err;
+        /* Ready but still in progress: wait for the next news from the
+         * daemon instead of asking again at once. */
+        err = wasock_client_wait(c, -1);
+        if (err != WASOCK_OK)
+            return err;
+    }
 }
