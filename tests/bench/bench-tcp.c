@@ -534,7 +534,8 @@ static void *splice_direction_thread(void *arg) {
 }
 
 /* Ends both directions (shutdown wakes blocked splices), waits for them and
- * closes the relay's sockets. */
+ * closes the relay's sockets. Idempotent; with both sockets -1 and no thread
+ * started it does nothing. */
 static void splice_relay_stop(splice_relay *r) {
     if (r->client_side >= 0) {
         shutdown(r->client_side, SHUT_RDWR);
@@ -608,8 +609,7 @@ typedef struct path_conn {
     wasock_tcp *tcp;           /* wasockd: owns client_in/out; else NULL */
     int peer;                  /* the peer's blocking accepted socket, ours */
     pid_t socat;               /* socat's pid, 0 if none */
-    splice_relay splice;       /* the reference relay's, for PATH_SPLICE */
-    bool splice_running;
+    splice_relay splice;       /* PATH_SPLICE: the reference relay; else its sockets are -1 */
 } path_conn;
 
 /* A free loopback port for socat to listen on (bound and released). */
@@ -673,10 +673,7 @@ static void path_close(path_conn *p) {
     if (p->socat > 0) {
         socat_reap(p->socat);
     }
-    if (p->splice_running) {
-        splice_relay_stop(&p->splice);
-        p->splice_running = false;
-    }
+    splice_relay_stop(&p->splice); /* a no-op when none was started */
     p->tcp = NULL;
     p->client_socket = p->peer = -1;
     p->socat = 0;
@@ -726,6 +723,7 @@ static int path_open(path_kind k, wasock_client *c, int listen_fd, uint16_t port
                      char *why, size_t why_len) {
     memset(p, 0, sizeof(*p));
     p->client_socket = p->peer = -1;
+    p->splice.client_side = p->splice.peer_side = -1;
     int r = 0;
     if (k == PATH_WASOCKD) {
         wasock_err e = wasock_tcp_create(c, WASOCK_IPV4, &p->tcp);
@@ -750,7 +748,6 @@ static int path_open(path_kind k, wasock_client *c, int listen_fd, uint16_t port
             }
         } else if (k == PATH_SPLICE) {
             r = splice_relay_start(&p->splice, port);
-            p->splice_running = r >= 0;
         } else {
             r = bench_connect_loopback(target);
         }
