@@ -84,8 +84,9 @@ wasock_err client_finish_when_ready(wasock_client *c, client_condition *ready, c
  * socket and answers these itself on `fd` (borrowed), with the daemon's
  * rules. Each returns the WASI result. */
 
-/* True when fd is a socket (a handed-off connection), not a relay pipe. */
-bool client_fd_is_socket(int fd);
+/* True when fd is a TCP socket (a handed-off connection), not a relay
+ * stream (a pipe or a Unix stream socket). fd is borrowed. */
+bool client_fd_is_tcp_socket(int fd);
 wasock_err client_handoff_shutdown(int fd, wasock_shutdown how);
 /* getsockname (remote false) or getpeername (remote true) into *out. */
 wasock_err client_handoff_address(int fd, bool remote, wasock_addr *out);

@@ -5,8 +5,9 @@
  * rules the daemon applies (wasi-semantics; daemon/sockrules.c).
  *
  * Trust: the descriptor is a connected TCP socket received from the daemon
- * (checked with fstat before it is treated as one); values come from the
- * caller and are checked like the daemon checks them.
+ * (checked with fstat and getsockopt before it is treated as one: a
+ * relayed connection's output stream may be a Unix stream socket); values
+ * come from the caller and are checked like the daemon checks them.
  */
 #include "client-internal.h"
 
@@ -25,10 +26,18 @@
 #define HANDOFF_BUFFER_SIZE_MAX     (16u * 1024u * 1024u)
 #define HANDOFF_NS_PER_S            1000000000ull
 
-bool client_fd_is_socket(int fd) {
+bool client_fd_is_tcp_socket(int fd) {
     struct stat st;
+    int domain = 0, protocol = 0;
+    socklen_t len = sizeof domain;
 
-    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) ||
+        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 ||
+        (domain != AF_INET && domain != AF_INET6)) {
+        return false;
+    }
+    len = sizeof protocol;
+    return getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 && protocol == IPPROTO_TCP;
 }
 
 /* errno of a failed call on the socket as a WASI error. */

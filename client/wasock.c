@@ -1589,7 +1589,7 @@ static void tcp_set_streams(wasock_tcp *t, const int *fds, unsigned nfds) {
         close_if_open(t->output_fd);
     t->input_fd = fds[0];
     t->output_fd = nfds > 1 ? fds[1] : fds[0];
-    if (t->input_fd == t->output_fd && client_fd_is_socket(t->input_fd))
+    if (t->input_fd == t->output_fd && client_fd_is_tcp_socket(t->input_fd))
         tcp_keep_handoff_socket(t, t->input_fd);
 }
 
@@ -2145,7 +2145,7 @@ static wasock_err tcp_take_stream(wasock_tcp *s, uint8_t direction, int *fd) {
     if (p.nfds != 1)
         return client_reply_violation(s->client, &p);
     *fd = p.fds[0];
-    if (client_fd_is_socket(*fd))
+    if (client_fd_is_tcp_socket(*fd))
         tcp_keep_handoff_socket(s, *fd);
     return WASOCK_OK;
 }

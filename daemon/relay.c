@@ -1,47 +1,50 @@
 /* relay.c — moves the bytes of one connected TCP socket to and from the
- * client's stream pipes with splice(2), never through a userspace buffer.
+ * client's stream descriptors with splice(2), never through a userspace
+ * buffer.
  *
- * Why a pipe per direction: closing one pipe end is exactly dropping one
- * WASI stream (0.3 hands each direction out as its own descriptor; 0.2
- * shutdown replaces one direction in place), and socket -> pipe is one
- * splice per chunk. The alternative, one socketpair(AF_UNIX) end for both
- * directions, needs two splices per chunk (socket -> pipe -> socketpair)
- * and cannot end one direction by closing. Measured once on a 2-processor
- * machine with a threaded scratch relay (256 MiB, 128 KiB client reads and
- * writes, medians of five): upload 1,759 MB/s through a 256 KiB pipe U
- * against 2,424 MB/s through a socketpair (its socket buffers add room);
- * download 3,435 MB/s through a 1 MiB pipe D against a socketpair that
- * varied between 1,900 and 6,100 MB/s; the whole process spent about the
- * same CPU time either way. Throughput alone does not decide; the stream
- * semantics do, so the relay keeps its pipes.
+ * Download: socket -> pipe D, one splice per chunk; the client reads pipe D.
+ * Upload: the client writes its output (pipe U up to protocol 2, one end of
+ * a Unix stream socket pair from protocol 3); the relay splices it into a
+ * staging pipe of its own and from there into the socket. One descriptor
+ * per direction, because closing one is exactly dropping one WASI stream
+ * (0.3 hands each direction out as its own descriptor; 0.2 shutdown
+ * replaces one direction in place).
  *
- * For the upload direction alone two more shapes were measured against
- * pipe U with wasock-bench (the bulk upload ratio to direct TCP, six runs
- * of each, alternating, on the same 2-processor machine): a socketpair as
- * the client's output stream (socketpair -> internal pipe -> socket, two
- * splices; the client's writes never contend for the lock the socket's
- * splice holds) gave 0.51-0.67x, median 0.58x; pipe U followed by an
- * internal pipe (pipe U -> internal pipe -> socket) 0.48-0.61x, median
- * 0.56x; pipe U alone 0.50-0.78x, median 0.61x. Neither helped: with three
- * parties on two processors the upload is bound by wake-ups (the
- * processors were idle 19% of the time during it), not by the pipe's lock.
- * wasock-bench now runs the textbook splice relay (TCP -> pipe -> TCP,
- * blocking, a thread per direction) in the same run: on that machine it
- * reached 0.52-0.70x of direct upload, and this relay 0.97-1.05x of it.
- * A scratch relay that stages pipe U through an internal pipe while
- * busy-polling, as the daemon's loop does since, moved 1.7-1.9 GB/s against
- * 1.5-2.3 GB/s for pipe U alone: still no gain.
+ * Why the socket pair and the staging pipe: a splice from a pipe into a TCP
+ * socket holds the pipe's lock while the socket takes the bytes (on
+ * loopback, while the receiver's side is processed too), and a client
+ * writing pipe U waits for that lock; the socket pair has its own buffer
+ * and lock, and the staging pipe is the relay's alone, so the client's
+ * writes and the socket's sends overlap. Measured with wasock-bench on a
+ * 2-processor VM (bulk upload, medians of five): with pipe U spliced
+ * straight into the socket the relay moved 1,990 MB/s under cubic
+ * congestion control (0.39x direct, 0.42x the textbook TCP->pipe->TCP
+ * relay) and about 1,900 MB/s under bbr; with the socket pair and the
+ * staging pipe 4,730 MB/s under cubic (0.72x direct) and 1,907 MB/s under
+ * bbr in a run whose direct baseline was low (0.68x; the textbook relay
+ * 0.61x). A scratch relay, one connection, alternating runs: pipe U direct
+ * 2.0-2.3 GB/s, pipe U staged 2.5-3.4 GB/s, socket pair staged 4.2-5.3
+ * GB/s, the textbook relay 4.3-5.8 GB/s (cubic). Earlier measurements
+ * taken only under bbr, whose pacing caps every loopback relay near 2 GB/s
+ * on that machine, had shown no difference. Pipe U stays for clients that
+ * speak protocol 1 or 2, whose libwasock took any socket for a handed-off
+ * TCP connection.
  *
- * Trust: the pipes belong to the untrusted client process, which may close
- * its ends, stop reading, or fill pipe U at any time; the network peer is
+ * The staging pipe is created with the first upload bytes, so idle and
+ * download-only connections hold three descriptors (socket, pipe D's write
+ * end, the client output's read end), a busy one five.
+ *
+ * Trust: the client's descriptors belong to the untrusted client process,
+ * which may close them, stop reading, or fill its output at any time; the network peer is
  * untrusted too (resets, urgent data, a window that never opens). The relay
  * never interprets a byte. Every blocking point is a poll on exactly one
  * descriptor, so neither side can make the daemon spin or buffer without
- * bound: in flight per connection is at most the two pipes' kernel capacity
- * (16 buffers each by default: 64 KiB written by the client into pipe U; up
- * to one TCP buffer fragment each when spliced from the socket into pipe D;
- * a bulk connection's pipes are enlarged once, within a daemon-wide budget,
- * see RELAY_UPLOAD_PIPE_BYTES).
+ * bound: in flight per connection is at most the kernel capacity of the
+ * client's output (64 KiB for pipe U; the client socket's send buffer, at
+ * most net.core.wmem_max, for the socket pair), of the staging pipe and of
+ * pipe D (16 buffers each by default; up to one TCP buffer fragment each
+ * when spliced from the socket into pipe D; a bulk connection's pipes are
+ * enlarged once, within a daemon-wide budget, see RELAY_UPLOAD_PIPE_BYTES).
  *
  * Structure: one watch per descriptor (the socket serves both directions)
  * in an epoll set shared by every relay, a zero-delay timer that reports direction ends from the
@@ -70,8 +73,9 @@
 /* Pipe capacities for a connection that moves bulk data (a splice moved a
  * whole chunk), set with F_SETPIPE_SZ from the daemon's side. With 64 KiB
  * pipes the relay reached 0.32x direct TCP upload and 0.95x download on 2
- * processors (wasock-bench, medians of three runs); 256 KiB for pipe U gave
- * 0.56x (1 MiB: no better, 0.49-0.59x); 1 MiB for pipe D gave 1.25x (256 KiB:
+ * processors (wasock-bench, medians of three runs, before the staging pipe);
+ * 256 KiB for pipe U gave 0.56x (1 MiB: no better, 0.49-0.59x), and the
+ * staging pipe now gets that size; 1 MiB for pipe D gave 1.25x (256 KiB:
  * 1.05x). Each pipe starts at the default and is enlarged once, so idle and
  * chatty connections never pay. Cost: kernel pages, allocated only while
  * bytes are in flight, but the whole capacity counts against the daemon
@@ -80,13 +84,6 @@
  * hence the cap below. Kernel buffers are not in the daemon's RSS. */
 #define RELAY_UPLOAD_PIPE_BYTES   (256 * 1024)
 #define RELAY_DOWNLOAD_PIPE_BYTES (1024 * 1024)
-
-/* An enlarged pipe U is spliced half at a time: the splice holds the pipe's
- * lock while the socket takes the bytes (on loopback, while the peer's side
- * is processed too), and a client writing into the other half meanwhile
- * keeps both busy. Splicing the whole 256 KiB at once reached about 1,850
- * MB/s, half of it about 2,400 MB/s (a one-connection scratch driver, three
- * runs each); 512 KiB or 1 MiB pipes were no better with either chunk. */
 
 /* Most capacity all enlarged pipes together may add beyond their default:
  * half the default per-user soft limit, so enlarging alone can never push
@@ -120,11 +117,11 @@ enum download_state {
     DOWNLOAD_ENDED,       /* pipe D's write end is closed; never restarts */
 };
 
-/* Where the upload direction (pipe U -> socket) waits. */
+/* Where the upload direction (client output -> staging pipe -> socket) waits. */
 enum upload_state {
-    UPLOAD_WAIT_PIPE,   /* the socket has room; waiting for client bytes */
-    UPLOAD_WAIT_SOCKET, /* the socket's send buffer is full */
-    UPLOAD_ENDED,       /* pipe U's read end is closed; never restarts */
+    UPLOAD_WAIT_CLIENT, /* nothing staged; waiting for client bytes */
+    UPLOAD_WAIT_SOCKET, /* bytes staged; the socket's send buffer is full */
+    UPLOAD_ENDED,       /* the client output's read end is closed; never restarts */
 };
 
 /* --- one epoll set for the descriptors of every relay --------------------- */
@@ -293,11 +290,14 @@ static void relay_watch_close(relay_watch *w) {
 struct relay {
     int sock;                /* borrowed until relay_drop, then owned */
     int download_pipe_write; /* pipe D write end, -1 once closed */
-    int upload_pipe_read;    /* pipe U read end, -1 once closed */
+    int upload_source;       /* the relay's end of the client's output (pipe U's read end or
+                                the socket pair's other end), -1 once closed */
+    int staging_pipe[2];     /* [0] spliced to the socket, [1] filled from upload_source;
+                                -1 until the first upload bytes, and once the upload ended */
 
     relay_watch sock_watch;
     relay_watch download_pipe_watch;
-    relay_watch upload_pipe_watch;
+    relay_watch upload_source_watch;
     uv_timer_t report_timer; /* zero-delay: delivers end reports from the loop */
     uv_timer_t linger_timer; /* bounds the forwarding after relay_drop */
 
@@ -305,20 +305,25 @@ struct relay {
      * derived from the direction states (relay_update_polls). */
     int sock_events;
     int download_pipe_events;
-    int upload_pipe_events;
+    int upload_source_events;
 
     enum download_state download;
     enum upload_state upload;
 
-    /* Set by shutdown_send and drop: only upload_remaining more bytes of
-     * pipe U are forwarded, then the upload direction completes. */
+    /* Set by shutdown_send and drop: only upload_remaining more bytes are
+     * taken from upload_source (the staged ones are forwarded anyway), then
+     * the upload direction completes. */
     bool upload_limited;
     size_t upload_remaining;
 
-    /* Bytes asked of one splice per direction: the pipe's capacity. */
-    size_t upload_chunk;
+    /* Bytes in the staging pipe, and its capacity (the most one splice
+     * into it asks for). */
+    size_t staged;
+    size_t staging_capacity;
+
+    /* Bytes asked of one splice from the socket into pipe D: its capacity. */
     size_t download_chunk;
-    bool upload_pipe_sized, download_pipe_sized; /* enlargement tried (once) */
+    bool staging_pipe_sized, download_pipe_sized; /* enlargement tried (once) */
     size_t enlarged_bytes; /* capacity added beyond the defaults, in the budget */
 
     bool receive_shut; /* shutdown(SHUT_RD) done */
@@ -456,6 +461,17 @@ static void relay_end_download(relay *r, int err) {
     relay_report_end(r, true, err);
 }
 
+/* Closes the staging pipe; bytes still in it are lost (the upload ended). */
+static void relay_close_staging_pipe(relay *r) {
+    for (int i = 0; i < 2; i++) {
+        if (r->staging_pipe[i] >= 0) {
+            close(r->staging_pipe[i]);
+            r->staging_pipe[i] = -1;
+        }
+    }
+    r->staged = 0;
+}
+
 static void relay_end_upload(relay *r, int err) {
     if (r->upload == UPLOAD_ENDED) {
         return;
@@ -463,14 +479,16 @@ static void relay_end_upload(relay *r, int err) {
     r->upload = UPLOAD_ENDED;
     r->upload_limited = false;
     r->upload_remaining = 0;
-    relay_close_watched_fd(&r->upload_pipe_watch, &r->upload_pipe_read, &r->upload_pipe_events);
+    relay_close_watched_fd(&r->upload_source_watch, &r->upload_source, &r->upload_source_events);
+    relay_close_staging_pipe(r);
     relay_report_end(r, false, err);
 }
 
 /* The socket failed (reset, timeout, ...): no byte can move in either
  * direction any more, so both end with the same error (the kernel hands the
- * error out only once, to whichever direction asks first). Closing pipe U's
- * read end makes the client's further writes fail with EPIPE. */
+ * error out only once, to whichever direction asks first). Closing the
+ * relay's end of the client's output makes its further writes fail with
+ * EPIPE. */
 static void relay_connection_failed(relay *r, int err) {
     relay_end_download(r, err);
     relay_end_upload(r, err);
@@ -499,7 +517,8 @@ static void relay_finish_drop(relay *r, bool all_forwarded) {
     r->upload = UPLOAD_ENDED;
     relay_close_watched_fd(&r->download_pipe_watch, &r->download_pipe_write,
                            &r->download_pipe_events);
-    relay_close_watched_fd(&r->upload_pipe_watch, &r->upload_pipe_read, &r->upload_pipe_events);
+    relay_close_watched_fd(&r->upload_source_watch, &r->upload_source, &r->upload_source_events);
+    relay_close_staging_pipe(r);
     (void)relay_watch_set(&r->sock_watch, 0);
     uv_close((uv_handle_t *)&r->report_timer, relay_on_handle_closed);
     uv_close((uv_handle_t *)&r->linger_timer, relay_on_handle_closed);
@@ -516,8 +535,8 @@ static void relay_finish_drop(relay *r, bool all_forwarded) {
 }
 
 /* The upload direction forwarded everything it was asked to: the client
- * closed its output (pipe empty and writer gone), or the byte count of a
- * shutdown_send or drop was reached. */
+ * closed its output (nothing left in it), or the byte count of a
+ * shutdown_send or drop was reached, and nothing is left staged. */
 static void relay_complete_upload(relay *r) {
     if (r->dropped) {
         relay_finish_drop(r, true);
@@ -618,63 +637,107 @@ static void relay_pump_download(relay *r) {
     }
 }
 
-/* Moves pipe U -> socket, honouring the byte limit of shutdown_send/drop. */
+/* The upload direction failed with errno err: a dropped relay resets the
+ * connection (bytes the client wrote are lost), a live one reports it. */
+static void relay_upload_failed(relay *r, int err) {
+    if (r->dropped) {
+        relay_finish_drop(r, false);
+    } else {
+        relay_connection_failed(r, -err);
+    }
+}
+
+/* Takes bytes the client wrote into the staging pipe, as many as it has
+ * room for and the byte limit allows; creates the pipe on first use, so
+ * a connection that never uploads never holds it. Returns the splice
+ * result (0: the client closed its output and everything was taken), or
+ * -1 with errno set; EAGAIN means nothing to take now. */
+static ssize_t relay_fill_staging_pipe(relay *r) {
+    size_t len = r->staging_capacity - r->staged;
+
+    if (r->upload_limited && len > r->upload_remaining) {
+        len = r->upload_remaining;
+    }
+    if (len == 0) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (r->staging_pipe[0] < 0 && pipe2(r->staging_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        return -1;
+    }
+    ssize_t n = splice(r->upload_source, NULL, r->staging_pipe[1], NULL, len,
+                       SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n <= 0) {
+        return n;
+    }
+    r->staged += (size_t)n;
+    if (r->upload_limited) {
+        r->upload_remaining -= (size_t)n;
+    } else if ((size_t)n == r->staging_capacity) {
+        /* A whole pipe's worth in one call: bulk data, enlarge once. */
+        r->staging_capacity = relay_enlarge_pipe(r, r->staging_pipe[1], &r->staging_pipe_sized,
+                                                 r->staging_capacity, RELAY_UPLOAD_PIPE_BYTES);
+    }
+    return n;
+}
+
+/* Moves the client's output -> staging pipe -> socket, honouring the byte
+ * limit of shutdown_send/drop, until the client's output is empty, the
+ * socket is full, the upload completes, or the per-wakeup budget is spent;
+ * records where to wait next. */
 static void relay_pump_upload(relay *r) {
     for (int i = 0; i < RELAY_SPLICES_PER_WAKEUP; i++) {
+        bool source_empty = false, source_closed = false;
+
         if (r->upload == UPLOAD_ENDED) {
             return;
         }
-        size_t len = r->upload_chunk;
-        if (r->upload_limited) {
-            if (r->upload_remaining == 0) {
-                relay_complete_upload(r);
+        ssize_t n = relay_fill_staging_pipe(r);
+        if (n == 0) {
+            source_closed = true;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            /* Nothing to take; or, with bytes staged, possibly the staging
+             * pipe out of buffers (one per fragment, however short), which
+             * draining it resolves. */
+            source_empty = true;
+        } else if (n < 0) {
+            relay_upload_failed(r, errno);
+            return;
+        }
+        if (r->staged > 0) {
+            n = splice(r->staging_pipe[0], NULL, r->sock, NULL, r->staged,
+                       SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+            if (n > 0) {
+                r->staged -= (size_t)n;
+                if (r->staged > 0 || !(source_empty || source_closed)) {
+                    continue;
+                }
+            } else if (n < 0 && errno == EINTR) {
+                continue;
+            } else if (n < 0 && errno == EAGAIN) {
+                /* The socket's send buffer is full. */
+                r->upload = UPLOAD_WAIT_SOCKET;
+                return;
+            } else {
+                relay_upload_failed(r, n < 0 ? errno : EPIPE);
                 return;
             }
-            if (len > r->upload_remaining) {
-                len = r->upload_remaining;
-            }
         }
-        ssize_t n = splice(r->upload_pipe_read, NULL, r->sock, NULL, len,
-                           SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-        if (n > 0 && (size_t)n == r->upload_chunk && !r->upload_limited) {
-            size_t capacity = relay_enlarge_pipe(r, r->upload_pipe_read, &r->upload_pipe_sized,
-                                                 r->upload_chunk, RELAY_UPLOAD_PIPE_BYTES);
-            if (capacity > r->upload_chunk) {
-                r->upload_chunk = capacity / 2;
-            }
-        }
-        if (n > 0) {
-            if (r->upload_limited) {
-                r->upload_remaining -= (size_t)n;
-                if (r->upload_remaining == 0) {
-                    relay_complete_upload(r);
-                    return;
-                }
-            }
-            continue;
-        }
-        if (n == 0) {
-            /* Pipe U is empty and the client closed its output stream. */
+        /* Nothing staged. */
+        if (source_closed || (r->upload_limited && r->upload_remaining == 0)) {
             relay_complete_upload(r);
             return;
         }
-        int err = errno;
-        if (err == EINTR) {
-            continue;
-        }
-        if (err == EAGAIN) {
-            /* Either pipe U is empty or the socket's send buffer is full. */
-            r->upload =
-                (fd_ready_now(r->sock, POLLOUT) & POLLOUT) ? UPLOAD_WAIT_PIPE : UPLOAD_WAIT_SOCKET;
+        if (source_empty) {
+            r->upload = UPLOAD_WAIT_CLIENT;
             return;
         }
-        if (r->dropped) {
-            relay_finish_drop(r, false);
-            return;
-        }
-        relay_connection_failed(r, -err);
-        return;
     }
+    /* Budget spent with work left: wait where it continues, which is ready
+     * now (level-triggered), so the loop brings us back at once. */
+    r->upload = r->staged > 0 ? UPLOAD_WAIT_SOCKET : UPLOAD_WAIT_CLIENT;
 }
 
 /* Changes one descriptor's watch to match `events`. A failure to watch
@@ -716,9 +779,9 @@ static void relay_update_polls(relay *r) {
         relay_update_polls(r);
         return;
     }
-    if (r->upload_pipe_read >= 0 &&
-        !relay_set_poll(r, &r->upload_pipe_watch, &r->upload_pipe_events,
-                        r->upload == UPLOAD_WAIT_PIPE ? UV_READABLE : 0)) {
+    if (r->upload_source >= 0 &&
+        !relay_set_poll(r, &r->upload_source_watch, &r->upload_source_events,
+                        r->upload == UPLOAD_WAIT_CLIENT ? UV_READABLE : 0)) {
         relay_update_polls(r);
     }
 }
@@ -753,12 +816,12 @@ static void relay_on_download_pipe_event(relay *r, int status, int events) {
     relay_update_polls(r);
 }
 
-static void relay_on_upload_pipe_event(relay *r, int status, int events) {
+static void relay_on_upload_source_event(relay *r, int status, int events) {
     (void)events;
     if (status < 0) {
-        r->upload_pipe_events = 0;
+        r->upload_source_events = 0;
     }
-    if (r->upload == UPLOAD_WAIT_PIPE) {
+    if (r->upload == UPLOAD_WAIT_CLIENT) {
         relay_pump_upload(r);
     }
     relay_update_polls(r);
@@ -770,10 +833,26 @@ static void relay_on_linger_timeout(uv_timer_t *timer) {
     relay_finish_drop(r, false);
 }
 
-int relay_new(uv_loop_t *loop, int sock, relay_end_cb end_cb, void *cb_data, relay **out,
-              int *client_input, int *client_output) {
+/* Creates the client's output and the relay's end of it: a pipe (U), or a
+ * stream socket pair whose relay end is shut for writing, so a client
+ * reading its output stream sees EOF instead of waiting forever. fds[0]
+ * is the relay's (reads), fds[1] the client's (writes); both non-blocking
+ * and close-on-exec. Returns 0 or a negative errno, creating nothing. */
+static int relay_create_client_output(relay_output_kind kind, int fds[2]) {
+    if (kind == RELAY_OUTPUT_PIPE) {
+        return pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0 ? -errno : 0;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0) {
+        return -errno;
+    }
+    (void)shutdown(fds[0], SHUT_WR);
+    return 0;
+}
+
+int relay_new(uv_loop_t *loop, int sock, relay_output_kind output_kind, relay_end_cb end_cb,
+              void *cb_data, relay **out, int *client_input, int *client_output) {
     int download_pipe[2]; /* pipe D: [0] client reads, [1] relay writes */
-    int upload_pipe[2];   /* pipe U: [0] relay reads, [1] client writes */
+    int upload[2];        /* the client's output: [0] relay reads, [1] client writes */
     relay *r;
     int err;
 
@@ -782,8 +861,8 @@ int relay_new(uv_loop_t *loop, int sock, relay_end_cb end_cb, void *cb_data, rel
     if (pipe2(download_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
         return -errno;
     }
-    if (pipe2(upload_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
-        err = -errno;
+    err = relay_create_client_output(output_kind, upload);
+    if (err < 0) {
         close(download_pipe[0]);
         close(download_pipe[1]);
         return err;
@@ -795,24 +874,26 @@ int relay_new(uv_loop_t *loop, int sock, relay_end_cb end_cb, void *cb_data, rel
     }
     r->sock = sock;
     r->download_pipe_write = download_pipe[1];
-    r->upload_pipe_read = upload_pipe[0];
+    r->upload_source = upload[0];
+    r->staging_pipe[0] = -1;
+    r->staging_pipe[1] = -1;
     r->end_cb = end_cb;
     r->cb_data = cb_data;
-    r->upload_chunk = RELAY_SPLICE_CHUNK;
+    r->staging_capacity = RELAY_SPLICE_CHUNK;
     r->download_chunk = RELAY_SPLICE_CHUNK;
 
     relay_watch_init(&r->sock_watch, r, sock, relay_on_sock_event);
     relay_watch_init(&r->download_pipe_watch, r, r->download_pipe_write,
                      relay_on_download_pipe_event);
-    relay_watch_init(&r->upload_pipe_watch, r, r->upload_pipe_read, relay_on_upload_pipe_event);
+    relay_watch_init(&r->upload_source_watch, r, r->upload_source, relay_on_upload_source_event);
 
-    /* Both directions start waiting for bytes: the socket and pipe U. */
+    /* Both directions start waiting for bytes: the socket and the client's output. */
     err = relay_watch_start(loop);
     if (err == 0) {
         err = relay_watch_set(&r->sock_watch, UV_READABLE);
     }
     if (err == 0) {
-        err = relay_watch_set(&r->upload_pipe_watch, UV_READABLE);
+        err = relay_watch_set(&r->upload_source_watch, UV_READABLE);
         if (err < 0) {
             /* sock stays the caller's and open: it must leave the set. */
             (void)epoll_ctl(relay_watcher.epoll_fd, EPOLL_CTL_DEL, sock, NULL);
@@ -823,7 +904,7 @@ int relay_new(uv_loop_t *loop, int sock, relay_end_cb end_cb, void *cb_data, rel
         goto fail_pipes;
     }
     r->sock_events = UV_READABLE;
-    r->upload_pipe_events = UV_READABLE;
+    r->upload_source_events = UV_READABLE;
     uv_timer_init(loop, &r->report_timer);
     r->report_timer.data = r;
     uv_timer_init(loop, &r->linger_timer);
@@ -831,7 +912,7 @@ int relay_new(uv_loop_t *loop, int sock, relay_end_cb end_cb, void *cb_data, rel
     r->open_handles = 2;
 
     r->download = DOWNLOAD_WAIT_SOCKET;
-    r->upload = UPLOAD_WAIT_PIPE;
+    r->upload = UPLOAD_WAIT_CLIENT;
     r->counted = true;
     if (live_relay_count++ == 0) {
         /* Live relays keep the loop alive, as their own handles would. */
@@ -840,14 +921,14 @@ int relay_new(uv_loop_t *loop, int sock, relay_end_cb end_cb, void *cb_data, rel
 
     *out = r;
     *client_input = download_pipe[0];
-    *client_output = upload_pipe[1];
+    *client_output = upload[1];
     return 0;
 
 fail_pipes:
     close(download_pipe[0]);
     close(download_pipe[1]);
-    close(upload_pipe[0]);
-    close(upload_pipe[1]);
+    close(upload[0]);
+    close(upload[1]);
     return err;
 }
 
@@ -860,24 +941,28 @@ void relay_shutdown_receive(relay *r) {
     relay_update_polls(r);
 }
 
-void relay_shutdown_send(relay *r) {
+/* Bytes the client wrote that the relay has not taken yet (FIONREAD serves
+ * a pipe and a stream socket alike). */
+static size_t relay_untaken_upload_bytes(relay *r) {
     int queued = 0;
 
+    if (ioctl(r->upload_source, FIONREAD, &queued) < 0 || queued < 0) {
+        return 0;
+    }
+    return (size_t)queued;
+}
+
+void relay_shutdown_send(relay *r) {
     if (r->upload == UPLOAD_ENDED || r->upload_limited) {
         return;
     }
-    if (ioctl(r->upload_pipe_read, FIONREAD, &queued) < 0 || queued < 0) {
-        queued = 0;
-    }
     r->upload_limited = true;
-    r->upload_remaining = (size_t)queued;
+    r->upload_remaining = relay_untaken_upload_bytes(r);
     relay_pump_upload(r);
     relay_update_polls(r);
 }
 
 void relay_drop(relay *r) {
-    int queued = 0;
-
     r->dropped = true;
     r->report_pending[0] = false;
     r->report_pending[1] = false;
@@ -890,11 +975,9 @@ void relay_drop(relay *r) {
         relay_finish_drop(r, true);
         return;
     }
-    if (ioctl(r->upload_pipe_read, FIONREAD, &queued) < 0 || queued < 0) {
-        queued = 0;
-    }
-    if (!r->upload_limited || (size_t)queued < r->upload_remaining) {
-        r->upload_remaining = (size_t)queued;
+    size_t untaken = relay_untaken_upload_bytes(r);
+    if (!r->upload_limited || untaken < r->upload_remaining) {
+        r->upload_remaining = untaken;
     }
     r->upload_limited = true;
     relay_pump_upload(r);

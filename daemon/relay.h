@@ -1,21 +1,26 @@
 /* relay.h — the data path of one connected TCP socket.
  *
  * The client never holds the network socket. For each connection the daemon
- * creates two pipes and relays between them and the real socket with
- * splice(2), zero-copy:
+ * hands the client two descriptors and relays between them and the real
+ * socket with splice(2), never through a userspace buffer:
  *
  *   download: socket --splice--> [pipe D] --read(2) by client-- client_input
- *   upload:   client_output --write(2) by client--> [pipe U] --splice--> socket
+ *   upload:   client_output --write(2) by client--> [pipe U or socket pair]
+ *             --splice--> [staging pipe] --splice--> socket
  *
- * A pipe per direction (rather than one socketpair for both) makes each
- * direction a single splice call and makes "close this descriptor" mean
- * exactly "drop this WASI stream". Memory per connection is the relay struct
- * and its poll handles; the bytes in flight are bounded by the pipes'
- * kernel capacity (back-pressure: the relay stops reading the socket while
- * pipe D is full, and the client's writes block/EAGAIN while pipe U is full).
+ * One descriptor per direction (rather than one socketpair for both) makes
+ * "close this descriptor" mean exactly "drop this WASI stream". The
+ * client's output is a pipe (U) or, faster, one end of a stream socket pair
+ * (see relay.c for the measurements); either way the relay moves its bytes
+ * through a staging pipe of its own, so the client's writes never wait for
+ * the lock a splice into the socket holds. Memory per connection is the
+ * relay struct; the bytes in flight are bounded by kernel buffers
+ * (back-pressure: the relay stops reading the socket while pipe D is full,
+ * and the client's writes block/EAGAIN while its output is full).
  *
- * Trust: everything arriving on the pipes comes from the (untrusted) client
- * process; the relay only moves bytes and never interprets them.
+ * Trust: everything arriving on the client's output comes from the
+ * (untrusted) client process; the relay only moves bytes and never
+ * interprets them.
  * Requires SIGPIPE to be ignored in the daemon (EPIPE is handled).
  */
 #ifndef WASOCKD_RELAY_H
@@ -33,6 +38,13 @@ typedef struct relay relay;
  * failed. `download` is true for the socket->client direction. */
 typedef void (*relay_end_cb)(void *data, bool download, int err);
 
+/* What the client writes its output stream into. */
+typedef enum relay_output_kind {
+    RELAY_OUTPUT_PIPE,   /* the write end of a pipe (protocol versions 1 and 2) */
+    RELAY_OUTPUT_SOCKET, /* one end of an AF_UNIX stream socket pair, shut for
+                            reading (protocol version 3) */
+} relay_output_kind;
+
 /* Starts relaying for the connected socket `sock`.
  * - sock is borrowed: the caller keeps owning it until relay_drop(); it must
  *   be non-blocking, the caller must not poll, read or write it from now on,
@@ -41,29 +53,29 @@ typedef void (*relay_end_cb)(void *data, bool download, int err);
  *   descriptor leaves).
  * - On success returns 0, *out is the new relay (owned by the caller, ended
  *   with relay_drop), and *client_input / *client_output are the client's
- *   ends of pipe D (read end) and pipe U (write end): owned by the caller, who
- *   sends them to the client with SCM_RIGHTS and then closes its copies.
- *   They are O_NONBLOCK and O_CLOEXEC.
+ *   ends: pipe D's read end, and the output of `output_kind`. Both are owned
+ *   by the caller, who sends them to the client with SCM_RIGHTS and then
+ *   closes its copies. They are O_NONBLOCK and O_CLOEXEC.
  * - On failure returns a negative errno and has created or kept nothing.
  * end_cb may be NULL. */
-int relay_new(uv_loop_t *loop, int sock, relay_end_cb end_cb, void *cb_data, relay **out,
-              int *client_input, int *client_output);
+int relay_new(uv_loop_t *loop, int sock, relay_output_kind output_kind, relay_end_cb end_cb,
+              void *cb_data, relay **out, int *client_input, int *client_output);
 
 /* WASI shutdown(receive): stop reading the socket, shutdown(SHUT_RD) it, and
  * close pipe D's write end, discarding nothing the client cannot already see
  * (the client library discards its side). Idempotent. */
 void relay_shutdown_receive(relay *r);
 
-/* WASI shutdown(send): forward every byte the client wrote to pipe U before
- * this call (the bytes in the pipe now), then shutdown(SHUT_WR) the socket
- * and stop reading pipe U. Later client writes are not forwarded. Idempotent. */
+/* WASI shutdown(send): forward every byte the client wrote to its output
+ * before this call, then shutdown(SHUT_WR) the socket and stop reading the
+ * client's output. Later client writes are not forwarded. Idempotent. */
 void relay_shutdown_send(relay *r);
 
 /* Drops the connection: the relay takes ownership of `sock` (from
- * relay_new), stops the download direction, forwards the bytes already in
- * pipe U (at most RELAY_LINGER_MS, see relay.c), then closes the socket and
- * every pipe end it holds and frees itself. end_cb is not called after this.
- * The caller must not touch r or sock afterwards. */
+ * relay_new), stops the download direction, forwards the bytes the client
+ * wrote before the call (for at most RELAY_LINGER_MS, see relay.c), then
+ * closes the socket and every descriptor it holds and frees itself. end_cb is not called after
+ * this. The caller must not touch r or sock afterwards. */
 void relay_drop(relay *r);
 
 /* The relays of a loop share one epoll set (one descriptor), watched by

@@ -476,7 +476,9 @@ static proto_err start_relay(tcp_sock *t) {
         return handoff_prepare(t);
     }
     poll_close(t);
-    r = relay_new(session_loop(s), t->fd, on_relay_end, t, &t->relay, &input, &output);
+    r = relay_new(session_loop(s), t->fd,
+                  session_protocol_version(s) >= 3 ? RELAY_OUTPUT_SOCKET : RELAY_OUTPUT_PIPE,
+                  on_relay_end, t, &t->relay, &input, &output);
     if (r < 0) {
         t->relay = NULL;
         log_debug("session %llu handle %u: cannot start the relay: %s",

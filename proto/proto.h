@@ -29,9 +29,10 @@
 /* The versions this code speaks. A client offers [min, max] in HELLO and
  * the daemon answers with the highest version both support. Version 2 adds
  * EV_CONNECTED (a connect's outcome, with its stream descriptors, pushed
- * when it resolves); everything else is the same in both. */
+ * when it resolves); version 3 makes a relayed connection's output stream
+ * one end of a stream socket pair instead of a pipe. Nothing else differs. */
 #define PROTO_VERSION_MIN 1
-#define PROTO_VERSION_MAX 2
+#define PROTO_VERSION_MAX 3
 
 #define PROTO_HEADER_SIZE 12
 

@@ -51,10 +51,16 @@ static const char handoff_policy_fmt[] =
 /* Longest payload the tests exchange at once. */
 #define HANDOFF_TEXT_MAX 64
 
-static bool fd_is_socket(int fd) {
+/* A TCP socket, as handoff gives; relayed streams are pipes and (protocol
+ * 3) a Unix stream socket for the output. */
+static bool fd_is_tcp_socket(int fd) {
     struct stat st;
+    int domain = 0;
+    socklen_t len = sizeof domain;
 
-    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+           getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+           (domain == AF_INET || domain == AF_INET6);
 }
 
 /* Starts a daemon whose handoff rule names handoff_port. */
@@ -91,8 +97,8 @@ START_TEST(test_handoff_bytes_both_ways) {
 
         itest_connect_to(c, WASOCK_IPV4, port, &conn);
         peer = itest_plain_accept(lfd, ITEST_WAIT_MS);
-        ck_assert(fd_is_socket(conn.in));
-        ck_assert(fd_is_socket(conn.out));
+        ck_assert(fd_is_tcp_socket(conn.in));
+        ck_assert(fd_is_tcp_socket(conn.out));
         if (wasi == 2) {
             ck_assert_int_eq(conn.in, conn.out);
         } else {
@@ -188,11 +194,11 @@ START_TEST(test_handoff_daemon_forgets_socket) {
         with_handoff = itest_daemon_settled_fd_count(&d);
         ck_assert_int_eq(with_handoff, base);
 
-        /* The relay rule on the other port: pipes, and the daemon's share. */
+        /* The relay rule on the other port: relay streams, and the daemon's share. */
         itest_connect_to(c, WASOCK_IPV4, relay_port, &relayed);
         peer2 = itest_plain_accept(relay_lfd, ITEST_WAIT_MS);
-        ck_assert(!fd_is_socket(relayed.in));
-        ck_assert(!fd_is_socket(relayed.out));
+        ck_assert(!fd_is_tcp_socket(relayed.in));
+        ck_assert(!fd_is_tcp_socket(relayed.out));
         ck_assert_int_ne(relayed.in, relayed.out);
         with_relay = itest_daemon_settled_fd_count(&d);
         ck_assert_int_eq(with_relay, base + 3);
@@ -267,8 +273,8 @@ START_TEST(test_handoff_accepted_connections) {
 
         ck_assert_int_ge(peer1, 0);
         itest_accept(c, listener, &handed);
-        ck_assert(fd_is_socket(handed.in));
-        ck_assert(fd_is_socket(handed.out));
+        ck_assert(fd_is_tcp_socket(handed.in));
+        ck_assert(fd_is_tcp_socket(handed.out));
         ck_assert(wasi == 2 ? handed.in == handed.out : handed.in != handed.out);
         expect_bytes(handed.out, peer1, "accepted, handed off");
         expect_bytes(peer1, handed.in, "and back");
@@ -277,8 +283,8 @@ START_TEST(test_handoff_accepted_connections) {
         int peer2 = itest_plain_connect_start(WASOCK_IPV4, "127.0.0.1", port);
         ck_assert_int_ge(peer2, 0);
         itest_accept(c, listener, &relayed);
-        ck_assert(!fd_is_socket(relayed.in));
-        ck_assert(!fd_is_socket(relayed.out));
+        ck_assert(!fd_is_tcp_socket(relayed.in));
+        ck_assert(!fd_is_tcp_socket(relayed.out));
         expect_bytes(relayed.out, peer2, "accepted, relayed");
         expect_bytes(peer2, relayed.in, "and back");
 
