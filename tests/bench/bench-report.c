@@ -330,7 +330,9 @@ static void print_comparison(const bench_group *g, const bench_comparison *c) {
     if (!comparison_value(c, &v)) {
         snprintf(value_text, sizeof(value_text), "n/a");
     } else if (c->b != NULL) {
-        snprintf(value_text, sizeof(value_text), "%.2fx", v);
+        /* Two decimals, or three significant digits for a ratio below
+         * 0.01 (an in-process call against a round trip), never "0.00x". */
+        snprintf(value_text, sizeof(value_text), v >= 0.01 ? "%.2fx" : "%.3gx", v);
     } else {
         snprintf(value_text, sizeof(value_text), "%s %s", format_number(v, number, sizeof(number)),
                  g->unit);

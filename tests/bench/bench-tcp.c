@@ -931,7 +931,7 @@ void bench_row_bulk(bench_daemon *d) {
                             "splice calls, a thread per direction), what any splice relay "
                             "reaches on this machine");
         bench_series *direct = bench_series_add(g, "direct", "loopback TCP");
-        bench_series *relay = bench_series_add(g, "wasockd", "splice relay (pipes)");
+        bench_series *relay = bench_series_add(g, "wasockd", "the daemon's splice relay");
         bench_series *socat = bench_series_add(g, "socat", "socat TCP-LISTEN -> TCP relay");
         bench_series *splice = bench_series_add(g, "splice", "minimal TCP->pipe->TCP relay");
         bench_compare(g, relay, direct,

@@ -234,9 +234,11 @@ WASOCK_API wasock_err wasock_tcp_start_connect(wasock_tcp *s, const wasock_addr 
 /* On success in a 0.2 session: *input_fd and *output_fd are the WASI input
  * and output streams: non-blocking descriptors to read, write and poll.
  * They may be the same descriptor or two (the runtime must handle both):
- * normally two pipes relayed by the daemon; when the policy hands the
- * connection off (allow: { data_path: handoff }), one descriptor, the
- * connected TCP socket itself. For a handed-off socket libwasock answers
+ * normally two relayed by the daemon (the input a pipe; the output a pipe,
+ * or from protocol 3 a Unix stream socket whose reads give EOF: write and
+ * poll either the same way); when the policy hands the connection off
+ * (allow: { data_path: handoff }), one descriptor, the connected TCP
+ * socket itself. For a handed-off socket libwasock answers
  * shutdown, the options and the addresses locally on the socket (the daemon
  * no longer holds it), with the same rules; see policy/REFERENCE.md for
  * what handing a socket to the runtime means for trust.
