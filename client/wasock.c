@@ -2082,8 +2082,8 @@ void wasock_tcp_drop(wasock_tcp *s) {
             (void)tcp_simple_request(s, &req);
     }
     /* The streams close after the drop is sent: bytes written before are in
-     * pipe U either way, and a relay that learns of the drop first finishes
-     * at once instead of also reacting to the output stream's end. */
+     * the output stream either way, and a relay that learns of the drop
+     * first finishes at once instead of also reacting to the stream's end. */
     close_if_open(s->input_fd);
     if (s->output_fd != s->input_fd)
         close_if_open(s->output_fd);

@@ -601,7 +601,7 @@ static int splice_relay_start(splice_relay *r, uint16_t port) {
 }
 
 /* One connection as the bulk and exchange rows use it: the client side's
- * two descriptors (the same socket for direct and socat, the relay's pipes
+ * two descriptors (the same socket for direct and socat, the relay's streams
  * for wasockd) and the peer's plain socket. */
 typedef struct path_conn {
     int client_in, client_out; /* non-blocking; owned as below */
