@@ -142,6 +142,45 @@ static size_t read_pattern_to_eof(int fd, const uint8_t *pattern, int timeout_ms
     }
 }
 
+/* The protocol version this test's sessions speak: the highest both sides
+ * know unless the run lowers what libwasock offers (WASOCK_PROTOCOL_MAX). */
+static unsigned session_protocol_version(void) {
+    const char *max = getenv("WASOCK_PROTOCOL_MAX");
+
+    return max != NULL && *max != '\0' ? (unsigned)atoi(max) : PROTO_VERSION_MAX;
+}
+
+/* The kinds of relay stream (proto/PROTOCOL.md, section 8): the input is
+ * always a pipe; the output is a pipe up to protocol version 2 and a Unix
+ * stream socket from version 3 on, shut for reading so that a runtime
+ * reading its output stream gets EOF rather than waiting forever. Options
+ * still go to the daemon: the output stream is no handed-off socket,
+ * whatever kind of descriptor it is. */
+static void expect_relay_stream_kinds(pair *p) {
+    struct stat st;
+
+    ck_assert_int_eq(fstat(p->w.in, &st), 0);
+    ck_assert(S_ISFIFO(st.st_mode));
+    ck_assert_int_eq(fstat(p->w.out, &st), 0);
+    if (session_protocol_version() >= 3) {
+        int domain = -1, type = -1;
+        socklen_t len = sizeof domain;
+        ck_assert(S_ISSOCK(st.st_mode));
+        ck_assert_int_eq(getsockopt(p->w.out, SOL_SOCKET, SO_DOMAIN, &domain, &len), 0);
+        len = sizeof type;
+        ck_assert_int_eq(getsockopt(p->w.out, SOL_SOCKET, SO_TYPE, &type, &len), 0);
+        ck_assert_int_eq(domain, AF_UNIX);
+        ck_assert_int_eq(type, SOCK_STREAM);
+        expect_immediate_eof(p->w.out, "reading the output stream");
+    } else {
+        ck_assert(S_ISFIFO(st.st_mode));
+    }
+    uint64_t idle = 0;
+    ITEST_EXPECT(wasock_tcp_set_keep_alive_idle_time(p->w.s, 7000000000ull), WASOCK_OK);
+    ITEST_EXPECT(wasock_tcp_keep_alive_idle_time(p->w.s, &idle), WASOCK_OK);
+    ck_assert_uint_eq(idle, 7000000000ull);
+}
+
 /* ------------------------------------------------------------------ basics */
 
 START_TEST(test_echo_both_sides) {
@@ -170,57 +209,7 @@ START_TEST(test_echo_both_sides) {
         char b;
         ck_assert_int_eq(read(p.w.in, &b, 1), -1);
         ck_assert_int_eq(errno, EAGAIN);
-        pair_close(&p);
-    }
-}
-END_TEST
-
-/* The protocol version this test's sessions speak: the highest both sides
- * know unless the run lowers what libwasock offers (WASOCK_PROTOCOL_MAX). */
-static unsigned session_protocol_version(void) {
-    const char *max = getenv("WASOCK_PROTOCOL_MAX");
-
-    return max != NULL && *max != '\0' ? (unsigned)atoi(max) : PROTO_VERSION_MAX;
-}
-
-/* The kinds of relay stream (proto/PROTOCOL.md, section 8): the input is
- * always a pipe; the output is a pipe up to protocol version 2 and a Unix
- * stream socket from version 3 on, shut for reading so that a runtime
- * reading its output stream gets EOF rather than waiting forever. Either
- * way the bytes arrive and a write after the stream ended fails with EPIPE. */
-START_TEST(test_relay_stream_kinds) {
-    int wasi;
-    wasock_family fam;
-    if (!itest_variant(_i, &wasi, &fam)) {
-        return;
-    }
-    for (int accept_side = 0; accept_side <= 1; accept_side++) {
-        pair p;
-        struct stat st;
-        pair_open(&p, wasi, fam, accept_side);
-        ck_assert_int_eq(fstat(p.w.in, &st), 0);
-        ck_assert(S_ISFIFO(st.st_mode));
-        ck_assert_int_eq(fstat(p.w.out, &st), 0);
-        if (session_protocol_version() >= 3) {
-            int domain = -1, type = -1;
-            socklen_t len = sizeof domain;
-            ck_assert(S_ISSOCK(st.st_mode));
-            ck_assert_int_eq(getsockopt(p.w.out, SOL_SOCKET, SO_DOMAIN, &domain, &len), 0);
-            len = sizeof type;
-            ck_assert_int_eq(getsockopt(p.w.out, SOL_SOCKET, SO_TYPE, &type, &len), 0);
-            ck_assert_int_eq(domain, AF_UNIX);
-            ck_assert_int_eq(type, SOCK_STREAM);
-            expect_immediate_eof(p.w.out, "reading the output stream");
-        } else {
-            ck_assert(S_ISFIFO(st.st_mode));
-        }
-        itest_send_expect(p.w.out, p.peer, "through the output stream");
-        /* Options and shutdown still go to the daemon: the output stream
-         * is no handed-off socket, whatever kind of descriptor it is. */
-        uint64_t idle = 0;
-        ITEST_EXPECT(wasock_tcp_set_keep_alive_idle_time(p.w.s, 7000000000ull), WASOCK_OK);
-        ITEST_EXPECT(wasock_tcp_keep_alive_idle_time(p.w.s, &idle), WASOCK_OK);
-        ck_assert_uint_eq(idle, 7000000000ull);
+        expect_relay_stream_kinds(&p);
         pair_close(&p);
     }
 }
@@ -674,7 +663,6 @@ static Suite *tcp_streams_suite(void) {
         const TTest *test;
     } cases[] = {
         {"echo", test_echo_both_sides},
-        {"stream_kinds", test_relay_stream_kinds},
         {"peer_fin", test_peer_fin_gives_eof},
         {"peer_reset", test_peer_reset_is_stream_error},
         {"shutdown_send", test_shutdown_send},
